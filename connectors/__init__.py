@@ -1,0 +1,1 @@
+"""Vendor connectors: one module per vendor behind the interface in ``connectors.base``."""
