@@ -1,0 +1,27 @@
+"""Celery tasks: thin wake-up calls into cases.pipeline, which keeps all state in the DB."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+from . import pipeline
+
+
+@shared_task(
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=True,
+    retry_backoff_max=120,
+    max_retries=5,
+)
+def advance_job(job_id: int) -> None:
+    """Run whatever the job's current step requires. Safe to run twice or to kill anywhere."""
+    pipeline.advance(job_id)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def sync_vendor_jobs() -> int:
+    """Beat: wake every in-flight job whose next poll or retry is due."""
+    return pipeline.sync_tick()
