@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
+import responses
 from django.contrib.auth.models import Group, Permission, User
 
-from cases import services
+from cases import services, tasks
 from cases.models import Case
 from connectors.models import Vendor, VendorAccount
 
@@ -81,3 +83,93 @@ def make_case(db: None) -> Callable[..., Case]:
 def login(client: Any, user: User) -> Any:
     client.login(username=user.username, password=PASSWORD)
     return client
+
+
+from .connectors.test_qualifio import (  # noqa: E402 - the doc's payloads live with their tests
+    ARCHIVE_LOCATION,
+    ARCHIVE_URL,
+    EXPORT_URL,
+    LOCATION_URL,
+    PROFILES_URL,
+    RULE_APPROVED,
+    RULE_FINISHED,
+    RULE_NEW,
+    RULE_URL,
+    VALIDATE_URL,
+    ZIP_BYTES,
+    _doc,
+)
+
+PROFILES = _doc("""[
+{
+"id": 99,
+"firstName": "joao",
+"lastName": "pinto",
+"function": "",
+"gender": "",
+"email": "joao@qualifio.com",
+"birthDay": null,
+"company": "",
+"address": "",
+"box": "",
+"country": "",
+"createdAt": "2021-12-14T11:41:06.163Z",
+"updatedAt": "2021-12-14T11:41:06.163Z",
+"language": "FR",
+"ip": "91.183.156.86",
+"fb_uid": "0",
+"locality": "",
+"login": "",
+"number": "",
+"phone": "",
+"trigramme": "joao|pinto|joao@qualifio.com",
+"zipcode": "",
+"isEmailValid": 0
+}
+]""")
+
+
+# --- Pipeline fixtures ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pipeline_settings(settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings.DSAR_ALLOW_PRIVATE_VENDOR_HOSTS = True  # no DNS here; the SSRF test turns it off
+    settings.ARCHIVE_ROOT = tmp_path / "archives"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "archives")},
+        },
+    }
+    monkeypatch.setattr("connectors.http._sleep", lambda seconds: None)
+
+
+@pytest.fixture
+def enqueued(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Celery messages the pipeline sends, recorded instead of published."""
+    sent: list[int] = []
+    monkeypatch.setattr(tasks.advance_job, "delay", lambda job_id: sent.append(job_id))
+    monkeypatch.setattr(tasks.advance_job, "delay_on_commit", lambda job_id: sent.append(job_id))
+    return sent
+
+
+@pytest.fixture
+def qualifio(qualifio_account):
+    """The documented Qualifio API for account 2449, call by call."""
+    qualifio_account.api_token = "tok-2449-very-secret-value"
+    qualifio_account.save()
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.get(PROFILES_URL, json=PROFILES)
+        rsps.post(EXPORT_URL, json=RULE_NEW)
+        rsps.put(VALIDATE_URL, json=RULE_APPROVED)
+        rsps.get(RULE_URL, json=RULE_FINISHED)
+        rsps.get(LOCATION_URL, json=ARCHIVE_LOCATION)
+        rsps.get(
+            ARCHIVE_URL,
+            body=ZIP_BYTES,
+            content_type="application/zip",
+            headers={"Content-Length": str(len(ZIP_BYTES))},
+        )
+        yield rsps

@@ -19,11 +19,11 @@ from django.urls import reverse
 from django.utils import timezone
 from responses import matchers
 
-from cases import callbacks, pipeline, services, tasks
+from cases import callbacks, pipeline, services
 from cases.models import Archive, Case, CaseEvent, VendorJob
 from connectors.models import Vendor, VendorIdentity
 
-from .conftest import login
+from .conftest import PROFILES, login
 from .connectors.test_qualifio import (
     ARCHIVE_ID,
     ARCHIVE_LOCATION,
@@ -38,82 +38,13 @@ from .connectors.test_qualifio import (
     RULE_URL,
     VALIDATE_URL,
     ZIP_BYTES,
-    _doc,
 )
 
 Step = VendorJob.Step
 S = Case.State
 
-PROFILES = _doc("""[
-{
-"id": 99,
-"firstName": "joao",
-"lastName": "pinto",
-"function": "",
-"gender": "",
-"email": "joao@qualifio.com",
-"birthDay": null,
-"company": "",
-"address": "",
-"box": "",
-"country": "",
-"createdAt": "2021-12-14T11:41:06.163Z",
-"updatedAt": "2021-12-14T11:41:06.163Z",
-"language": "FR",
-"ip": "91.183.156.86",
-"fb_uid": "0",
-"locality": "",
-"login": "",
-"number": "",
-"phone": "",
-"trigramme": "joao|pinto|joao@qualifio.com",
-"zipcode": "",
-"isEmailValid": 0
-}
-]""")
 
-
-@pytest.fixture(autouse=True)
-def _pipeline_settings(settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings.DSAR_ALLOW_PRIVATE_VENDOR_HOSTS = True  # no DNS here; the SSRF test turns it off
-    settings.ARCHIVE_ROOT = tmp_path / "archives"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path / "archives")},
-        },
-    }
-    monkeypatch.setattr("connectors.http._sleep", lambda seconds: None)
-
-
-@pytest.fixture
-def enqueued(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Celery messages the pipeline sends, recorded instead of published."""
-    sent: list[int] = []
-    monkeypatch.setattr(tasks.advance_job, "delay", lambda job_id: sent.append(job_id))
-    monkeypatch.setattr(tasks.advance_job, "delay_on_commit", lambda job_id: sent.append(job_id))
-    return sent
-
-
-@pytest.fixture
-def qualifio(qualifio_account):
-    """The documented Qualifio API for account 2449, call by call."""
-    qualifio_account.api_token = "tok-2449-very-secret-value"
-    qualifio_account.save()
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        rsps.get(PROFILES_URL, json=PROFILES)
-        rsps.post(EXPORT_URL, json=RULE_NEW)
-        rsps.put(VALIDATE_URL, json=RULE_APPROVED)
-        rsps.get(RULE_URL, json=RULE_FINISHED)
-        rsps.get(LOCATION_URL, json=ARCHIVE_LOCATION)
-        rsps.get(
-            ARCHIVE_URL,
-            body=ZIP_BYTES,
-            content_type="application/zip",
-            headers={"Content-Length": str(len(ZIP_BYTES))},
-        )
-        yield rsps
+pytestmark = pytest.mark.usefixtures("pipeline_settings")
 
 
 def calls(rsps: responses.RequestsMock, method: str, url: str) -> int:
