@@ -1,0 +1,136 @@
+"""Real processes for end-to-end tests: sandbox vendors, a Celery worker (with beat) on Redis.
+
+The worker is a separate process on the test database (PostgreSQL) and the test's Redis
+broker; everything it needs comes from the same environment bin/test exports. Tests using
+these fixtures need ``transactional_db`` so that the worker sees committed rows.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from dsar.celery import app as celery_app
+from sandbox.server import SandboxConfig, SandboxHandle, start_sandbox
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_until(predicate: Callable[[], Any], *, timeout: float = 60, every: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {predicate.__doc__ or predicate}")
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[SandboxHandle]:
+    handle = start_sandbox(
+        SandboxConfig(
+            qualifio_port=0, salesforce_port=0, state_dir=tmp_path / "sandbox", finish_after=1.0
+        )
+    )
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+def database_url() -> str:
+    db = connection.settings_dict
+    user = db.get("USER") or "postgres"
+    auth = f"{user}:{db['PASSWORD']}@" if db.get("PASSWORD") else f"{user}@"
+    return f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+class Worker:
+    """A ``celery worker -B`` subprocess; ``restart()`` after ``kill()`` resumes the work."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env, self.log = env, log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.log.open("ab")
+        start_offset = self.log.stat().st_size
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "dsar", "worker", "--beat",
+                "--loglevel", "INFO", "--concurrency", "2", "--without-gossip",
+                "--without-mingle", "--hostname", f"e2e-{os.getpid()}@%h",
+                "--schedule", str(self.log.parent / "beat-schedule"),
+            ],
+            cwd=ROOT, env=self.env, stdout=handle, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+        def ready() -> bool:
+            """the worker to be ready"""
+            assert self.process is not None and self.process.poll() is None, self.tail()
+            with self.log.open("rb") as fh:
+                fh.seek(start_offset)
+                return b"ready." in fh.read()
+
+        wait_until(ready, timeout=60)
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and pool), as a crash would."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self.process:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)  # leftover pool children
+            except ProcessLookupError:
+                pass
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture
+def worker(live_server: Any, tmp_path: Path) -> Iterator[Worker]:
+    """A real worker on the test database and Redis, calling back to the live server."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the end-to-end tests run on PostgreSQL")
+    if not os.environ.get("CELERY_BROKER_URL", "").startswith("redis://"):
+        pytest.skip("the end-to-end tests need Redis as the broker (bin/test sets it)")
+    celery_app.control.purge()  # no stale wake-ups from earlier tests
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "DSAR_PUBLIC_URL": live_server.url,
+        "DSAR_ALLOW_PRIVATE_VENDOR_HOSTS": "true",
+        "DSAR_SYNC_INTERVAL": "1",
+        "DSAR_POLL_INTERVAL": "1",
+        "DSAR_ERROR_BACKOFF": "1",
+        "DSAR_JOB_LEASE_SECONDS": "6",
+        "PYTHONUNBUFFERED": "1",
+    }
+    process = Worker(env, tmp_path / "worker.log")
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()

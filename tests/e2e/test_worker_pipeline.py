@@ -1,0 +1,102 @@
+"""End to end: a real Celery worker on Redis, sandbox vendors over HTTP, the live app."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from datetime import date
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from cases import callbacks, services
+from cases.models import Archive, Case, CaseEvent, VendorJob
+from connectors.models import Vendor, VendorAccount
+
+from .conftest import wait_until
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+]
+S = Case.State
+
+
+def sandbox_accounts(sandbox) -> None:
+    qualifio = sandbox.credentials["qualifio"]
+    salesforce = sandbox.credentials["salesforce"]
+    VendorAccount.objects.create(
+        name="Qualifio sandbox",
+        vendor=Vendor.QUALIFIO,
+        base_url=sandbox.qualifio_url,
+        client_id=str(qualifio["client_id"]),
+        api_token=qualifio["api_token"],
+        default_dpo_id=str(qualifio["dpo_id"]),
+    )
+    VendorAccount.objects.create(
+        name="Salesforce sandbox",
+        vendor=Vendor.SALESFORCE,
+        base_url="",
+        login_url=sandbox.salesforce_url,
+        client_id=salesforce["consumer_key"],
+        client_secret=salesforce["consumer_secret"],
+        policy_name=salesforce["policy_name"],
+        ca_file=str(sandbox.ca_file),
+    )
+
+
+def test_case_travels_the_whole_pipeline_with_a_real_worker(sandbox, worker, dpo) -> None:
+    sandbox_accounts(sandbox)
+    case = services.open_case(
+        Case(email="ada@example.com", first_name="Ada", last_name="Lovelace",
+             received_on=date.today()),
+        actor=dpo,
+    )  # fmt: skip
+
+    def prepared() -> bool:
+        """discovery and the Qualifio rule, before approval"""
+        steps = set(VendorJob.objects.filter(case=case).values_list("step", flat=True))
+        return steps == {VendorJob.Step.AWAITING_APPROVAL}
+
+    wait_until(prepared, timeout=30)
+    jobs = {
+        j.account.vendor: j for j in VendorJob.objects.filter(case=case).select_related("account")
+    }
+    assert jobs["qualifio"].matches[0]["email"] == "ada@example.com"
+    assert jobs["qualifio"].external_ref  # the rule id
+    assert jobs["salesforce"].matches[0]["detail"] == "Contact"
+    assert not [c for c in sandbox.calls() if "validate" in c.path or "rtp/execute" in c.path]
+
+    approved_at = timezone.now()
+    services.approve_case(case, actor=dpo)
+
+    def finished() -> bool:
+        """the case to finish"""
+        state = Case.objects.get(pk=case.pk).state
+        assert state not in (S.FAILED,), worker.tail()
+        return state == S.FINISHED
+
+    wait_until(finished, timeout=60)
+    took = (timezone.now() - approved_at).total_seconds()
+
+    calls = sandbox.calls()
+    assert sum(1 for c in calls if c.method == "PUT" and c.path.endswith("/validate")) == 1
+    assert sum(1 for c in calls if c.method == "POST" and c.path.endswith("/rtp/execute")) == 1
+    assert any(c.vendor == "qualifio-callback" for c in calls), calls
+    assert CaseEvent.objects.filter(case=case, message__contains="callback received").exists()
+
+    archives = list(Archive.objects.filter(job__case=case).select_related("job__account"))
+    assert {a.job.account.vendor for a in archives} == {"qualifio", "salesforce"}
+    for archive in archives:
+        with archive.file.open("rb") as fh:
+            data = fh.read()
+        assert len(data) == archive.size
+        assert hashlib.sha256(data).hexdigest() == archive.sha256
+        with zipfile.ZipFile(io.BytesIO(data)) as bundle:
+            assert b"ada@example.com" in b"".join(bundle.read(n) for n in bundle.namelist())
+    assert not list((settings.ARCHIVE_ROOT / "incoming").glob("*.part"))
+    print(f"approve → finished with a real worker: {took:.2f} s")
+    assert took < 30, f"approve → finished took {took:.1f}s"
+    assert callbacks.url_for(VendorJob.objects.get(case=case, account__vendor="qualifio"))
