@@ -7,6 +7,7 @@ these fixtures need ``transactional_db`` so that the worker sees committed rows.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -100,10 +101,8 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.kill()
         if self.process:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)  # leftover pool children
-            except ProcessLookupError:
-                pass
 
     def tail(self, lines: int = 60) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
