@@ -200,3 +200,15 @@ def test_add_vendor_account_salesforce_both_flows(db, tmp_path) -> None:
             "--api-version",
             "49.0",
         )
+
+
+def test_reject_case_needs_permission_and_a_reason(make_case, dpo, support) -> None:
+    case = make_case()
+    with pytest.raises(CommandError, match="permission"):
+        run("reject_case", case.reference, "--user", "support", "--reason", "x")
+    with pytest.raises(CommandError, match="reason is required"):
+        run("reject_case", case.reference, "--user", "dpo", "--reason", "  ")
+    assert run("reject_case", case.reference, "--user", "dpo", "--reason", "Not a customer.") == (
+        f"{case.reference} rejected"
+    )
+    assert Case.objects.get(pk=case.pk).rejection_reason == "Not a customer."

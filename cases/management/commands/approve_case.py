@@ -20,15 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("--user", required=True, help="The approving person's username.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        user_model = get_user_model()
-        try:
-            user = user_model.objects.get(**{user_model.USERNAME_FIELD: options["user"]})
-        except user_model.DoesNotExist:
-            raise CommandError(f"No user {options['user']!r}.") from None
-        try:
-            case = Case.objects.get(reference=options["reference"].strip().upper())
-        except Case.DoesNotExist:
-            raise CommandError(f"No case {options['reference']!r}.") from None
+        case, user = case_and_user(options["reference"], options["user"])
         try:
             case = services.approve_case(case, actor=user, actor_label="approve_case command")
         except PermissionDenied as exc:
@@ -36,3 +28,17 @@ class Command(BaseCommand):
         except services.TransitionError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"{case.reference} {case.state}")
+
+
+def case_and_user(reference: str, username: str) -> tuple[Case, Any]:
+    """The case and the acting person, or a CommandError naming what was not found."""
+    user_model = get_user_model()
+    try:
+        user = user_model.objects.get(**{user_model.USERNAME_FIELD: username})
+    except user_model.DoesNotExist:
+        raise CommandError(f"No user {username!r}.") from None
+    try:
+        case = Case.objects.get(reference=reference.strip().upper())
+    except Case.DoesNotExist:
+        raise CommandError(f"No case {reference!r}.") from None
+    return case, user
