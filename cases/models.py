@@ -249,6 +249,7 @@ class CaseEvent(models.Model):
         VENDOR = "vendor", "Vendor step"
         ARCHIVE_STORED = "archive_stored", "Archive stored"
         ARCHIVE_DOWNLOADED = "archive_downloaded", "Archive downloaded"
+        ARCHIVE_DELETED = "archive_deleted", "Archive deleted"
         DEADLINE = "deadline", "Deadline"
         NOTE = "note", "Note"
 
@@ -382,6 +383,10 @@ class Archive(models.Model):
     class Meta:
         ordering = ("id",)
         constraints = [models.UniqueConstraint(fields=["job", "key"], name="one_archive_per_key")]
+        indexes = [
+            # Retention reads only archives still stored.
+            models.Index(fields=["job"], name="archive_stored_idx", condition=Q(deleted_at=None)),
+        ]
 
     def __str__(self) -> str:
         return self.filename

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from django.conf import settings
+from django.core.exceptions import SuspiciousFileOperation
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import transaction
@@ -124,6 +125,8 @@ def case_approved(case: Case) -> None:
             step=job.resume_step or Step.DISCOVER,
             state={} if fresh_export else job.state,
             archive_refs=[] if fresh_export else job.archive_refs,
+            # A stuck export gets a new waiting period from the Retry on.
+            started_at=now if job.resume_step == Step.RUNNING else job.started_at,
             error_count=0,
             last_error="",
             settled_at=None,
@@ -312,6 +315,16 @@ def _start(job: VendorJob, connector: Connector, subject: Subject, matches: list
 
 
 def _poll(job: VendorJob, connector: Connector, subject: Subject, matches: list[Match]) -> None:
+    running_for = timezone.now() - (job.started_at or job.created_at)
+    if running_for > timedelta(hours=settings.DSAR_STUCK_AFTER_HOURS):
+        hours = running_for.total_seconds() / 3600
+        _fail(
+            job,
+            f"stuck: the vendor has not finished the export after {hours:.0f} hours "
+            f"(last status: {job.vendor_status or 'unknown'}). Retry resumes waiting for it.",
+            resume=Step.RUNNING,
+        )
+        return
     result = connector.poll(job.state, checkpoint=_checkpointer(job))
     job.poll_count += 1
     job.vendor_status = result.detail[:300]
@@ -371,7 +384,7 @@ class _MovableFile(File):
 
 def store_archive(job: VendorJob, connector: Connector, ref: ArchiveRef) -> Archive:
     """Stream one archive to private storage; only a complete, checksummed file is kept."""
-    filename = get_valid_filename(ref.filename) or f"archive-{job.pk}"
+    filename = _safe_filename(ref.filename, fallback=f"archive-{job.pk}.zip")
     final_name = f"archives/{get_valid_filename(job.case.reference)}/{job.pk}-{filename}"
     tmp_dir = Path(settings.ARCHIVE_ROOT) / "incoming"
     tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -449,6 +462,14 @@ def _system_transition(case_id: int, name: str, **kwargs: Any) -> None:
 
 
 # --- Helpers --------------------------------------------------------------------------------
+
+
+def _safe_filename(name: str, *, fallback: str) -> str:
+    """A vendor-chosen name reduced to one harmless path component (never ``..`` or a path)."""
+    try:
+        return get_valid_filename(Path(name).name)[:150]
+    except SuspiciousFileOperation:
+        return fallback
 
 
 def subject_of(case: Case) -> Subject:
@@ -540,3 +561,30 @@ def _event(job: VendorJob, message: str, *, kind: str = CaseEvent.Kind.VENDOR) -
 def _summarise(matches: list[Match]) -> str:
     shown = ", ".join(m.detail or m.vendor_id for m in matches[:5])
     return shown + (f" and {len(matches) - 5} more" if len(matches) > 5 else "")
+
+
+# --- Retention --------------------------------------------------------------------------------
+
+
+def expired_archive_ids(limit: int = 500) -> list[int]:
+    """Stored archives of cases finished more than the retention period ago."""
+    days = settings.DSAR_ARCHIVE_RETENTION_DAYS
+    if days <= 0:
+        return []
+    cutoff = timezone.now() - timedelta(days=days)
+    return list(
+        Archive.objects.filter(deleted_at__isnull=True, job__case__closed_at__lt=cutoff)
+        .order_by("id")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+def purge_expired_archives() -> int:
+    """Delete expired archives' files and record it; safe to run twice or to kill anywhere."""
+    purged = 0
+    for archive_id in expired_archive_ids():
+        if services.delete_archive(
+            archive_id, reason=f"{settings.DSAR_ARCHIVE_RETENTION_DAYS}-day retention"
+        ):
+            purged += 1
+    return purged

@@ -259,3 +259,31 @@ def open_archive_for_download(archive: Archive, *, actor: Any) -> Any:
         actor=actor,
     )
     return handle
+
+
+def delete_archive(archive_id: int, *, reason: str) -> bool:
+    """Delete a stored archive's file (the row stays, marked deleted) and record why.
+
+    File first, then the row: a run killed in between finds the file already gone (deleting a
+    missing file is a no-op) and finishes the job.
+    """
+    with transaction.atomic():
+        archive = (
+            Archive.objects.select_for_update(skip_locked=True)
+            .select_related("job__case")
+            .filter(pk=archive_id, deleted_at__isnull=True)
+            .first()
+        )
+        if archive is None:
+            return False
+        if archive.file.name:
+            archive.file.storage.delete(archive.file.name)
+        archive.deleted_at = timezone.now()
+        archive.save(update_fields=["deleted_at"])
+        record_event(
+            archive.job.case,
+            CaseEvent.Kind.ARCHIVE_DELETED,
+            f"Deleted {archive.filename} ({archive.size} bytes) after {reason}.",
+            actor_label="retention",
+        )
+    return True

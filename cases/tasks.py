@@ -25,3 +25,9 @@ def advance_job(job_id: int) -> None:
 def sync_vendor_jobs() -> int:
     """Beat: wake every in-flight job whose next poll or retry is due."""
     return pipeline.sync_tick()
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def purge_expired_archives() -> int:
+    """Beat: delete archives kept longer than DSAR_ARCHIVE_RETENTION_DAYS after the case."""
+    return pipeline.purge_expired_archives()

@@ -79,6 +79,8 @@ class VendorAccountForm(forms.ModelForm):
 @admin.register(VendorAccount)
 class VendorAccountAdmin(admin.ModelAdmin):
     form = VendorAccountForm
+    # The admin builds its own form fields (the form's Meta callback covers the class itself).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = ("name", "vendor", "is_active", "api_url", "api_usage", "updated_at")
     list_filter = ("vendor", "is_active")
     readonly_fields = ("api_usage", "created_at", "updated_at")
@@ -104,6 +106,42 @@ class VendorAccountAdmin(admin.ModelAdmin):
     @admin.display(description="API URL")
     def api_url(self, account: VendorAccount) -> str:
         return account.api_url
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        """Those who may only view an account see whether each secret is set, never its value."""
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or self.has_change_permission(request, obj):
+            return fieldsets
+        return [
+            (name, {**options, "fields": [_masked(f) for f in options["fields"]]})
+            for name, options in fieldsets
+        ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        readonly = list(super().get_readonly_fields(request, obj))
+        if obj is not None and not self.has_change_permission(request, obj):
+            readonly += [_masked(name) for name in VendorAccount.SECRET_FIELDS]
+        return readonly
+
+    @admin.display(description="API token")
+    def api_token_state(self, account: VendorAccount) -> str:
+        return _set_or_not(account.api_token)
+
+    @admin.display(description="consumer secret")
+    def client_secret_state(self, account: VendorAccount) -> str:
+        return _set_or_not(account.client_secret)
+
+    @admin.display(description="JWT private key")
+    def private_key_state(self, account: VendorAccount) -> str:
+        return _set_or_not(account.private_key)
+
+
+def _masked(field: str) -> str:
+    return f"{field}_state" if field in VendorAccount.SECRET_FIELDS else field
+
+
+def _set_or_not(value: str | None) -> str:
+    return "set (hidden)" if value else "not set"
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Jobs keep a reference to their account: deactivate it instead.

@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_celery_beat",
+    "axes",
     "cases",
     "connectors",
 ]
@@ -52,7 +53,19 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Brute-force protection of the admin login; must come last.
+    "axes.middleware.AxesMiddleware",
 ]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Lock a username from one address out after this many failures, for this long.
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
 
 ROOT_URLCONF = "dsar.urls"
 WSGI_APPLICATION = "dsar.wsgi.application"
@@ -122,7 +135,7 @@ SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
-SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 if env.bool("BEHIND_TLS_PROXY", default=False):
@@ -135,12 +148,13 @@ X_FRAME_OPTIONS = "DENY"
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "broker"
-    for _sub in ("queue", "processed"):
+    for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),  # else ./control in the working dir
         "store_processed": False,
     }
 else:
@@ -167,6 +181,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(seconds=DSAR_SYNC_INTERVAL),
         "options": {"expires": DSAR_SYNC_INTERVAL},
     },
+    "purge-expired-archives": {
+        "task": "cases.tasks.purge_expired_archives",
+        "schedule": timedelta(hours=1),
+        "options": {"expires": 3600},
+    },
 }
 
 # --- The product ----------------------------------------------------------------------------
@@ -186,6 +205,10 @@ DSAR_POLL_INTERVAL = env.float("DSAR_POLL_INTERVAL", default=15.0)
 DSAR_POLL_MAX_INTERVAL = env.float("DSAR_POLL_MAX_INTERVAL", default=1800.0)
 DSAR_ERROR_BACKOFF = env.float("DSAR_ERROR_BACKOFF", default=30.0)
 DSAR_MAX_VENDOR_ERRORS = env.int("DSAR_MAX_VENDOR_ERRORS", default=8)
+# A vendor export still running after this long is flagged stuck (the job fails, readably).
+DSAR_STUCK_AFTER_HOURS = env.float("DSAR_STUCK_AFTER_HOURS", default=72.0)
+# Stored archives are deleted this many days after their case finished (0 keeps them).
+DSAR_ARCHIVE_RETENTION_DAYS = env.int("DSAR_ARCHIVE_RETENTION_DAYS", default=30)
 DSAR_MAX_ARCHIVE_BYTES = env.int("DSAR_MAX_ARCHIVE_BYTES", default=5 * 1024**3)
 # Vendor archive hosts on loopback/private addresses are refused unless this is on (sandboxes).
 DSAR_ALLOW_PRIVATE_VENDOR_HOSTS = env.bool("DSAR_ALLOW_PRIVATE_VENDOR_HOSTS", default=DEBUG)
