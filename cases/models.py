@@ -307,6 +307,7 @@ class VendorJob(models.Model):
         DONE = "done", "Done"
         NO_DATA = "no_data", "No data held"
         FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled (request rejected)"
 
     #: Steps the pipeline works on by itself (each has a next_attempt_at).
     ACTIVE_STEPS = (Step.DISCOVER, Step.PREPARE, Step.START, Step.RUNNING, Step.DOWNLOAD)

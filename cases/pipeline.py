@@ -86,6 +86,7 @@ def connect() -> None:
     if case_opened not in services.on_case_opened:
         services.on_case_opened.append(case_opened)
         services.on_case_approved.append(case_approved)
+        services.on_case_rejected.append(case_rejected)
 
 
 # --- Lifecycle hooks (inside the case transaction) ---------------------------------------------
@@ -136,6 +137,17 @@ def case_approved(case: Case) -> None:
     _enqueue(list(jobs.filter(step__in=VendorJob.ACTIVE_STEPS, lease_until__isnull=True)))
     # Every job may already be settled (all "no data held"): the case can finish right away.
     transaction.on_commit(lambda: settle_case(case.pk))
+
+
+def case_rejected(case: Case) -> None:
+    """Nothing more is asked of the vendors for a rejected request.
+
+    Idle jobs are cancelled here; one a worker holds right now is cancelled when it next
+    reaches ``_acquire`` or ``_prepare``, which both read the case's state.
+    """
+    VendorJob.objects.filter(case=case, lease_until__isnull=True).exclude(
+        step__in=(*VendorJob.SUCCESS_STEPS, Step.FAILED)
+    ).update(step=Step.CANCELLED, next_attempt_at=None, settled_at=timezone.now())
 
 
 def _create_missing_jobs(case: Case) -> list[VendorJob]:
@@ -232,6 +244,11 @@ def _acquire(job_id: int) -> VendorJob | None:
             return None
         if job.lease_until and job.lease_until > now:
             return None
+        if job.case.state == Case.State.REJECTED:
+            VendorJob.objects.filter(pk=job.pk).update(
+                step=Step.CANCELLED, next_attempt_at=None, settled_at=now
+            )
+            return None
         if job.next_attempt_at and job.next_attempt_at > now:
             return None
         if job.step in APPROVED_ONLY_STEPS and job.case.state not in (
@@ -294,6 +311,8 @@ def _prepare(job: VendorJob, connector: Connector, subject: Subject, matches: li
         state = Case.objects.select_for_update().values_list("state", flat=True).get(pk=job.case_id)
         if state in (Case.State.APPROVED, Case.State.EXPORTING):
             _goto(job, Step.START)
+        elif state == Case.State.REJECTED:
+            _settle(job, Step.CANCELLED)
         else:
             job.step, job.next_attempt_at = Step.AWAITING_APPROVAL, None
         _release(job)

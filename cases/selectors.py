@@ -27,6 +27,8 @@ def vendor_progress_label(case: Case) -> str:
     jobs = list(case.jobs.all())
     if not jobs:
         return "—"
+    if all(job.step == VendorJob.Step.CANCELLED for job in jobs):
+        return "cancelled"
     done = sum(job.step in PROGRESS_DONE for job in jobs)
     failed = sum(job.step == VendorJob.Step.FAILED for job in jobs)
     label = f"{done}/{len(jobs)} done"

@@ -38,6 +38,7 @@ DEFAULT_JUSTIFICATION = {
 #: TransitionError to refuse, and everything rolls back. See cases.pipeline.connect.
 on_case_opened: list[Callable[[Case], None]] = []
 on_case_approved: list[Callable[[Case], None]] = []
+on_case_rejected: list[Callable[[Case], None]] = []
 
 
 class TransitionError(Exception):
@@ -171,6 +172,9 @@ def transition_case(
         )
         if name in ("approve", "retry"):
             for hook in on_case_approved:
+                hook(locked)
+        elif name == "reject":
+            for hook in on_case_rejected:
                 hook(locked)
     logger.info("Case %s: %s (%s → %s)", locked.reference, name, source, locked.state)
     return locked

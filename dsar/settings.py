@@ -89,6 +89,9 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'dsar.sqlite3'}"),
 }
+if env.str("TEST_DATABASE_NAME", default=""):
+    # Concurrent test runs on one server each get their own test database (bin/test).
+    DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server, the worker and beat share the file: wait for locks instead of failing,
     # and take the write lock up front so two writers never deadlock on an upgrade.

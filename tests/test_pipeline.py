@@ -468,3 +468,30 @@ def test_secrets_and_emails_never_reach_the_logs(make_case, qualifio, enqueued, 
     text = "\n".join(r.getMessage() for r in caplog.records if MaskPersonalData().filter(r) or True)
     assert "tok-2449-very-secret-value" not in text
     assert "joao@qualifio.com" not in text
+
+
+def test_rejecting_cancels_the_vendor_jobs(make_case, qualifio, enqueued, dpo) -> None:
+    waiting, fresh = make_case(), make_case()
+    run_due(waiting)  # discovered, rule created, awaiting approval
+    services.reject_case(waiting, actor=dpo, reason="Not the subject.")
+    services.reject_case(fresh, actor=dpo, reason="Duplicate request.")
+    assert job_of(waiting).step == Step.CANCELLED
+    assert job_of(fresh).step == Step.CANCELLED
+    make_due(job_of(fresh))
+    run_due(fresh)  # a stale wake-up asks nothing of the vendor
+    assert calls(qualifio, "GET", PROFILES_URL) == 1
+    assert calls(qualifio, "POST", EXPORT_URL) == 1
+    assert pipeline.due_job_ids() == []
+
+
+def test_a_job_held_by_a_worker_during_rejection_is_cancelled_when_released(
+    make_case, qualifio, enqueued, dpo
+) -> None:
+    case = make_case()
+    job = job_of(case)
+    VendorJob.objects.filter(pk=job.pk).update(lease_until=timezone.now() + timedelta(minutes=1))
+    services.reject_case(case, actor=dpo, reason="Withdrawn.")
+    assert job_of(case).step == Step.DISCOVER  # a worker holds it: left alone
+    VendorJob.objects.filter(pk=job.pk).update(lease_until=None)
+    assert run_due(case).step == Step.CANCELLED
+    assert calls(qualifio, "GET", PROFILES_URL) == 0
