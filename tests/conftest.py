@@ -91,6 +91,7 @@ from .connectors.test_qualifio import (  # noqa: E402 - the doc's payloads live 
     ARCHIVE_URL,
     EXPORT_URL,
     LOCATION_URL,
+    PROFILE_99,
     PROFILES_URL,
     RULE_APPROVED,
     RULE_FINISHED,
@@ -98,36 +99,10 @@ from .connectors.test_qualifio import (  # noqa: E402 - the doc's payloads live 
     RULE_URL,
     VALIDATE_URL,
     ZIP_BYTES,
-    _doc,
 )
 
-PROFILES = _doc("""[
-{
-"id": 99,
-"firstName": "joao",
-"lastName": "pinto",
-"function": "",
-"gender": "",
-"email": "joao@qualifio.com",
-"birthDay": null,
-"company": "",
-"address": "",
-"box": "",
-"country": "",
-"createdAt": "2021-12-14T11:41:06.163Z",
-"updatedAt": "2021-12-14T11:41:06.163Z",
-"language": "FR",
-"ip": "91.183.156.86",
-"fb_uid": "0",
-"locality": "",
-"login": "",
-"number": "",
-"phone": "",
-"trigramme": "joao|pinto|joao@qualifio.com",
-"zipcode": "",
-"isEmailValid": 0
-}
-]""")
+#: The profile search result of the Qualifio doc, step 1.
+PROFILES = [PROFILE_99]
 
 
 # --- Pipeline fixtures ------------------------------------------------------------------------
