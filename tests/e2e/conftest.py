@@ -26,14 +26,24 @@ from sandbox.server import SandboxConfig, SandboxHandle, start_sandbox
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def wait_until(predicate: Callable[[], Any], *, timeout: float = 60, every: float = 0.2) -> Any:
+def wait_until(
+    predicate: Callable[[], Any],
+    *,
+    timeout: float = 60,
+    every: float = 0.2,
+    explain: Callable[[], str] | None = None,
+) -> Any:
+    """Poll ``predicate`` until it is truthy; on timeout say what was awaited (and ``explain``)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {predicate.__doc__ or predicate}")
+    context = f"\n{explain()}" if explain else ""
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {predicate.__doc__ or predicate}{context}"
+    )
 
 
 @pytest.fixture

@@ -60,7 +60,7 @@ def test_case_travels_the_whole_pipeline_with_a_real_worker(sandbox, worker, dpo
         steps = set(VendorJob.objects.filter(case=case).values_list("step", flat=True))
         return steps == {VendorJob.Step.AWAITING_APPROVAL}
 
-    wait_until(prepared, timeout=30)
+    wait_until(prepared, timeout=30, explain=worker.tail)
     jobs = {
         j.account.vendor: j for j in VendorJob.objects.filter(case=case).select_related("account")
     }
@@ -78,7 +78,7 @@ def test_case_travels_the_whole_pipeline_with_a_real_worker(sandbox, worker, dpo
         assert state not in (S.FAILED,), worker.tail()
         return state == S.FINISHED
 
-    wait_until(finished, timeout=60)
+    wait_until(finished, timeout=60, explain=worker.tail)
     took = (timezone.now() - approved_at).total_seconds()
 
     calls = sandbox.calls()
