@@ -235,7 +235,8 @@ def _acquire(job_id: int) -> VendorJob | None:
     now = timezone.now()
     with transaction.atomic():
         job = (
-            VendorJob.objects.select_for_update(skip_locked=True)
+            # Lock the job row only: the joined case and account rows are shared by many jobs.
+            VendorJob.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("case", "account")
             .filter(pk=job_id)
             .first()

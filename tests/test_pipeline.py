@@ -21,7 +21,7 @@ from responses import matchers
 
 from cases import callbacks, pipeline, services
 from cases.models import Archive, Case, CaseEvent, VendorJob
-from connectors.models import Vendor, VendorIdentity
+from connectors.models import Vendor, VendorAccount, VendorIdentity
 
 from .conftest import PROFILES, login
 from .connectors.test_qualifio import (
@@ -495,3 +495,26 @@ def test_a_job_held_by_a_worker_during_rejection_is_cancelled_when_released(
     VendorJob.objects.filter(pk=job.pk).update(lease_until=None)
     assert run_due(case).step == Step.CANCELLED
     assert calls(qualifio, "GET", PROFILES_URL) == 0
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_jobs_of_one_account_are_acquired_concurrently(make_case, qualifio, enqueued) -> None:
+    """Taking one job's lease must not lock its case or account (that would make others skip)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks need PostgreSQL")
+    from django.db import transaction
+
+    second = make_case()
+    with transaction.atomic():
+        # Hold a lock on the shared account row, as another worker's acquire would have.
+        VendorAccount.objects.select_for_update().get()
+        outcome: list[object] = []
+        thread = threading.Thread(
+            target=lambda: (
+                outcome.append(pipeline._acquire(job_of(second).pk)),
+                connection.close(),
+            )
+        )
+        thread.start()
+        thread.join(timeout=10)
+    assert outcome and outcome[0] is not None, "the second job was skipped"
