@@ -108,8 +108,8 @@ def case_opened(case: Case) -> None:
 def case_approved(case: Case) -> None:
     """Approval (or Retry): release waiting jobs to start, resume failed ones.
 
-    Jobs in flight are left alone (a worker may hold them; ``_prepare`` reads the case state
-    under the case lock we hold now). Only idle rows are touched, with targeted updates.
+    Jobs in flight are left alone (a worker may hold them; its ``_release`` reads the case
+    state under the case lock we hold now). Only idle rows are touched, with targeted updates.
     """
     _create_missing_jobs(case)
     jobs = VendorJob.objects.filter(case=case)
@@ -142,8 +142,8 @@ def case_approved(case: Case) -> None:
 def case_rejected(case: Case) -> None:
     """Nothing more is asked of the vendors for a rejected request.
 
-    Idle jobs are cancelled here; one a worker holds right now is cancelled when it next
-    reaches ``_acquire`` or ``_prepare``, which both read the case's state.
+    Idle jobs are cancelled here; one a worker holds right now is cancelled by its own
+    ``_release``, which reads the case's state under the same lock.
     """
     VendorJob.objects.filter(case=case, lease_until__isnull=True).exclude(
         step__in=(*VendorJob.SUCCESS_STEPS, Step.FAILED)
@@ -263,9 +263,24 @@ def _acquire(job_id: int) -> VendorJob | None:
 
 
 def _release(job: VendorJob) -> None:
-    job.lease_until = None
-    job.updated_at = timezone.now()
-    VendorJob.objects.filter(pk=job.pk).update(**{f: getattr(job, f) for f in JOB_FIELDS})
+    """Write the step's outcome and give up the lease, under the case's row lock.
+
+    Approval and rejection take the same lock (``services.transition_case``), so whichever
+    comes second sees what the other wrote: a job that has just finished preparing goes
+    straight to START if the case was approved meanwhile, or is cancelled if it was rejected.
+    """
+    with transaction.atomic():
+        state = Case.objects.select_for_update().values_list("state", flat=True).get(pk=job.case_id)
+        if state == Case.State.REJECTED and job.step not in (*VendorJob.SUCCESS_STEPS, Step.FAILED):
+            _settle(job, Step.CANCELLED)
+        elif job.step == Step.AWAITING_APPROVAL and state in (
+            Case.State.APPROVED,
+            Case.State.EXPORTING,
+        ):
+            _goto(job, Step.START)
+        job.lease_until = None
+        job.updated_at = timezone.now()
+        VendorJob.objects.filter(pk=job.pk).update(**{f: getattr(job, f) for f in JOB_FIELDS})
 
 
 def _run_step(job: VendorJob) -> None:
@@ -307,16 +322,8 @@ def _prepare(job: VendorJob, connector: Connector, subject: Subject, matches: li
     job.external_ref = connector.external_reference(job.state)[:64]
     if note:
         _event(job, note)
-    with transaction.atomic():
-        # Lock the case so an approval committing now cannot miss this job (see case_approved).
-        state = Case.objects.select_for_update().values_list("state", flat=True).get(pk=job.case_id)
-        if state in (Case.State.APPROVED, Case.State.EXPORTING):
-            _goto(job, Step.START)
-        elif state == Case.State.REJECTED:
-            _settle(job, Step.CANCELLED)
-        else:
-            job.step, job.next_attempt_at = Step.AWAITING_APPROVAL, None
-        _release(job)
+    # _release moves it on to START instead if the case is approved by then.
+    job.step, job.next_attempt_at = Step.AWAITING_APPROVAL, None
 
 
 def _start(job: VendorJob, connector: Connector, subject: Subject, matches: list[Match]) -> None:

@@ -518,3 +518,32 @@ def test_jobs_of_one_account_are_acquired_concurrently(make_case, qualifio, enqu
         thread.start()
         thread.join(timeout=10)
     assert outcome and outcome[0] is not None, "the second job was skipped"
+
+
+@pytest.mark.parametrize("moment", ["during the vendor call", "before the outcome is written"])
+def test_approval_during_prepare_is_not_lost(
+    make_case, qualifio, enqueued, dpo, monkeypatch, moment
+):
+    """The DPO approves while a worker still holds the job in PREPARE: the job must start."""
+    from connectors.qualifio import QualifioConnector
+
+    case = make_case()
+    if moment == "during the vendor call":
+        target, original = QualifioConnector, QualifioConnector.prepare
+        name = "prepare"
+    else:  # the bookkeeping between the step and the release of the job
+        target, original = pipeline, pipeline._remember_usage
+        name = "_remember_usage"
+
+    def then_the_dpo_approves(*args, **kwargs):
+        result = original(*args, **kwargs)
+        job = args[0] if name == "_remember_usage" else None
+        prepared = job is None or job.step == Step.AWAITING_APPROVAL  # right after PREPARE
+        if prepared and Case.objects.get(pk=case.pk).state == S.NEW:
+            services.approve_case(case, actor=dpo)  # commits while the job is still leased
+        return result
+
+    monkeypatch.setattr(target, name, then_the_dpo_approves)
+    job = run_due(case)
+    assert job.step == Step.RUNNING  # went on through START in the same pass
+    assert calls(qualifio, "PUT", VALIDATE_URL) == 1
