@@ -13,6 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.options import IS_POPUP_VAR
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q, QuerySet
@@ -212,6 +213,7 @@ class CaseAdmin(FSMAdminMixin, admin.ModelAdmin):
         if case is not None:
             context.update(selectors.case_page_context(case, request.user))
             context.update(
+                title=f"Case {case.reference}",
                 show_save=False,
                 show_save_and_continue=False,
                 show_save_and_add_another=False,
@@ -223,6 +225,30 @@ class CaseAdmin(FSMAdminMixin, admin.ModelAdmin):
                 ),
             )
         return super().change_view(request, object_id, form_url, context)
+
+    def response_add(
+        self, request: HttpRequest, obj: Case, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        """Show the recorded case (to support staff too, who may view but not change it)."""
+        if "_addanother" in request.POST or IS_POPUP_VAR in request.POST:
+            return super().response_add(request, obj, post_url_continue)
+        url = self._change_url(obj)
+        self.message_user(
+            request,
+            format_html(
+                'Case <a href="{}">{}</a> recorded, due {}. The vendors are being searched now.',
+                url,
+                obj.reference,
+                date_format(obj.due_on, "j M Y"),
+            ),
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(url)
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        return super().changelist_view(request, {"title": "Cases", **(extra_context or {})})
 
     def response_change(self, request: HttpRequest, obj: Case) -> HttpResponse:
         """A POSTed ``_fsm_transition_to`` never performs anything by itself here.

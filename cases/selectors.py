@@ -14,6 +14,7 @@ from .models import Archive, Case, CaseEvent, VendorJob
 VENDOR_REFERENCE = re.compile(r"^[A-Za-z0-9_-]{12,64}$")
 
 PROGRESS_DONE = (VendorJob.Step.DONE, VendorJob.Step.NO_DATA)
+PROGRESS_READY = (VendorJob.Step.AWAITING_APPROVAL, VendorJob.Step.NO_DATA)
 
 
 def cases_for_admin(queryset: QuerySet[Case]) -> QuerySet[Case]:
@@ -23,15 +24,25 @@ def cases_for_admin(queryset: QuerySet[Case]) -> QuerySet[Case]:
 
 
 def vendor_progress_label(case: Case) -> str:
-    """``2/3 done``, ``1 failed``… from the prefetched jobs; no query."""
+    """``2/3 done``, ``1/2 ready``, ``no data held``… from the prefetched jobs; no query.
+
+    Before approval, a vendor is *ready* once it has been searched (records found and waiting
+    for approval, or nothing held); after it, *done* once its archives are stored.
+    """
     jobs = list(case.jobs.all())
+    steps = [job.step for job in jobs]
     if not jobs:
         return "—"
-    if all(job.step == VendorJob.Step.CANCELLED for job in jobs):
+    if all(step == VendorJob.Step.CANCELLED for step in steps):
         return "cancelled"
-    done = sum(job.step in PROGRESS_DONE for job in jobs)
-    failed = sum(job.step == VendorJob.Step.FAILED for job in jobs)
-    label = f"{done}/{len(jobs)} done"
+    if all(step == VendorJob.Step.NO_DATA for step in steps):
+        return "no data held"
+    failed = steps.count(VendorJob.Step.FAILED)
+    if case.state == Case.State.NEW:
+        ready = sum(step in PROGRESS_READY for step in steps)
+        label = f"{ready}/{len(jobs)} ready"
+    else:
+        label = f"{sum(step in PROGRESS_DONE for step in steps)}/{len(jobs)} done"
     return f"{label}, {failed} failed" if failed else label
 
 

@@ -59,6 +59,9 @@ def test_support_records_and_reads_but_cannot_decide(
     )
     assert response.status_code == 302, response.content
     case = Case.objects.get()
+    assert response["Location"] == change_url(case)  # straight to what they recorded
+    message = client.get(response["Location"]).content.decode()
+    assert f'Case <a href="{change_url(case)}">{case.reference}</a> recorded' in message
     assert case.email == "ada@example.com" and case.created_by == support
     assert case.justification.startswith("Data subject access request")
 
@@ -338,3 +341,31 @@ def test_case_page_queries_do_not_grow_with_history(
         page = client.get(change_url(case))
     assert page.status_code == 200 and b"note 19" in page.content
     assert len(many) == len(few)
+
+
+@pytest.mark.parametrize(
+    ("state", "steps", "label"),
+    [
+        ("new", ["discover", "discover"], "0/2 ready"),
+        ("new", ["awaiting_approval", "no_data"], "2/2 ready"),
+        ("new", ["no_data", "no_data"], "no data held"),
+        ("new", ["awaiting_approval", "failed"], "1/2 ready, 1 failed"),
+        ("exporting", ["done", "running"], "1/2 done"),
+        ("failed", ["done", "failed"], "1/2 done, 1 failed"),
+        ("finished", ["done", "no_data"], "2/2 done"),
+        ("rejected", ["cancelled", "cancelled"], "cancelled"),
+    ],
+)
+def test_vendor_progress_label(make_case, state, steps, label) -> None:
+    from cases.models import VendorJob
+    from cases.selectors import cases_for_admin, vendor_progress_label
+    from connectors.models import Vendor, VendorAccount
+
+    case = make_case()
+    Case.objects.filter(pk=case.pk).update(state=state)
+    for number, step in enumerate(steps):
+        account = VendorAccount.objects.create(
+            name=f"account {number}", vendor=Vendor.QUALIFIO, client_id="1"
+        )
+        VendorJob.objects.create(case=case, account=account, step=step)
+    assert vendor_progress_label(cases_for_admin(Case.objects.all()).get()) == label
