@@ -15,6 +15,17 @@ def mask(text: str) -> str:
     return SECRET.sub(r"\1***", text)
 
 
+class MaskingFormatter(logging.Formatter):
+    """Masks the whole formatted record: message, traceback and stack alike.
+
+    A filter only sees the message; the traceback a formatter appends (an exception's text
+    may quote an address) would pass through unmasked.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask(super().format(record))
+
+
 class MaskPersonalData(logging.Filter):
     """Rewrites the formatted message so no handler ever sees an address or a token."""
 

@@ -198,8 +198,9 @@ class QualifioConnector(Connector):
         checkpoint: Checkpoint,
     ) -> str | None:
         """Validate the rule as the DPO, exactly once, even across a crash mid-call."""
-        if state.get("validated"):
-            return None
+        if state.get("validated"):  # only on a resume: say so in the audit trail
+            rule = state.get("rule_id")
+            return f"{VENDOR} rule {rule} was validated before a restart: not sent again"
         rule_id = self._rule_id(state)
         if _auto_approved(state):
             state["validated"] = True

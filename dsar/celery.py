@@ -2,10 +2,24 @@
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dsar.settings")
 
 app = Celery("dsar")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.setup_logging.connect
+def use_django_logging(**kwargs: object) -> None:
+    """Workers log through settings.LOGGING only (its masking formatter included).
+
+    Connecting to this signal stops Celery from installing handlers of its own, such as the
+    ``celery.task`` one that would write records without masking personal data.
+    """
+    from logging.config import dictConfig
+
+    from django.conf import settings
+
+    dictConfig(settings.LOGGING)

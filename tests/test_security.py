@@ -335,3 +335,24 @@ def test_callback_location_must_match_the_accounts_host(make_case, qualifio, enq
     case = _to_download(make_case, dpo)
     job = VendorJob.objects.get(case=case)
     assert job.step == Step.FAILED and "refused" in job.last_error
+
+
+def test_log_output_masks_addresses_and_tokens_in_tracebacks_too() -> None:
+    import logging
+
+    from cases.logging import MaskingFormatter
+
+    formatter = MaskingFormatter("%(levelname)s %(message)s")
+    try:
+        raise ValueError("no such subject: ada.lovelace@example.com (Bearer 00Dabc!secret)")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord(
+            "x", logging.ERROR, __file__, 1, "failed for %s", ("ada.lovelace@example.com",),
+            sys.exc_info(),
+        )  # fmt: skip
+    output = formatter.format(record)
+    assert "ada.lovelace@example.com" not in output
+    assert "00Dabc!secret" not in output
+    assert "a***@example.com" in output and "Traceback" in output

@@ -435,7 +435,8 @@ def test_start_validates_once_with_approver(rsps, connector) -> None:
     assert saved.saved[-1]["validated"] is True and saved.saved[-1]["rule_status"] == "APPROVED"
     assert len(rsps.calls) == 1
     # Second call: nothing sent.
-    assert connector.start(SUBJECT, [], state, approver_id="1", checkpoint=saved) is None
+    again = connector.start(SUBJECT, [], state, approver_id="1", checkpoint=saved)
+    assert again == f"Qualifio rule {RULE_ID} was validated before a restart: not sent again"
     assert len(rsps.calls) == 1
 
 

@@ -143,3 +143,65 @@ def worker(live_server: Any, tmp_path: Path) -> Iterator[Worker]:
         yield process
     finally:
         process.stop()
+
+
+# --- Workers started by the test itself (crash safety, log hygiene) ---------------------------
+
+
+class CommandWorker(Worker):
+    """A ``Worker`` with its own entry point module and log level; the same Celery arguments.
+
+    ``module="tests.e2e.crashing_worker"`` runs the test-only entry point that SIGKILLs the
+    worker at a chosen pipeline point; ``loglevel="DEBUG"`` logs everything the worker can.
+    """
+
+    def __init__(
+        self, env: dict[str, str], log: Path, *, module: str = "celery", loglevel: str = "INFO"
+    ) -> None:
+        super().__init__(env, log)
+        self.module, self.loglevel = module, loglevel
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        start_offset = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as handle:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable, "-m", self.module, "-A", "dsar", "worker", "--beat",
+                    "--loglevel", self.loglevel, "--concurrency", "2", "--without-gossip",
+                    "--without-mingle", "--hostname", f"e2e-{self.module}-{os.getpid()}@%h",
+                    "--schedule", str(self.log.parent / "beat-schedule"),
+                ],
+                cwd=ROOT, env=self.env, stdout=handle, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+
+        def ready() -> bool:
+            """the worker to be ready"""
+            assert self.process is not None and self.process.poll() is None, self.tail()
+            with self.log.open("rb") as fh:
+                fh.seek(start_offset)
+                return b"ready." in fh.read()
+
+        wait_until(ready, timeout=60)
+
+
+@pytest.fixture
+def worker_env(live_server: Any) -> dict[str, str]:
+    """The environment the ``worker`` fixture gives its worker, for workers a test starts."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the end-to-end tests run on PostgreSQL")
+    if not os.environ.get("CELERY_BROKER_URL", "").startswith("redis://"):
+        pytest.skip("the end-to-end tests need Redis as the broker (bin/test sets it)")
+    celery_app.control.purge()  # no stale wake-ups from earlier tests
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "DSAR_PUBLIC_URL": live_server.url,
+        "DSAR_ALLOW_PRIVATE_VENDOR_HOSTS": "true",
+        "DSAR_SYNC_INTERVAL": "1",
+        "DSAR_POLL_INTERVAL": "1",
+        "DSAR_ERROR_BACKOFF": "1",
+        "DSAR_JOB_LEASE_SECONDS": "6",
+        "PYTHONUNBUFFERED": "1",
+    }
