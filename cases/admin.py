@@ -30,6 +30,7 @@ from connectors.salesforce_ids import is_valid_salesforce_id, to_18
 from . import selectors, services
 from .forms import ConfirmForm, ReasonForm
 from .models import Case, CaseEvent
+from .paginators import EstimatedCountPaginator
 
 REFERENCE = re.compile(r"^DSAR-\d{4}-\d{6}$", re.IGNORECASE)
 STATE_COLOURS = {
@@ -86,6 +87,8 @@ class CaseAdmin(FSMAdminMixin, admin.ModelAdmin):
     )
     list_per_page = 50
     show_full_result_count = False
+    # Exact counts up to 10,000 rows, PostgreSQL's estimate beyond: see cases.paginators.
+    paginator = EstimatedCountPaginator
     ordering = ("-id",)
     add_fields = (
         "email",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
@@ -16,9 +18,12 @@ from . import pipeline
     retry_backoff_max=120,
     max_retries=5,
 )
-def advance_job(job_id: int) -> None:
-    """Run whatever the job's current step requires. Safe to run twice or to kill anywhere."""
-    pipeline.advance(job_id)
+def advance_job(job_id: int, claim: str | None = None) -> None:
+    """Run whatever the job's current step requires. Safe to run twice or to kill anywhere.
+
+    ``claim`` (ISO time) comes from the sync tick that sent this wake-up; see sync_tick.
+    """
+    pipeline.advance(job_id, datetime.fromisoformat(claim) if claim else None)
 
 
 @shared_task(acks_late=True, ignore_result=True)

@@ -126,8 +126,10 @@ def pipeline_settings(settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def enqueued(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Celery messages the pipeline sends, recorded instead of published."""
     sent: list[int] = []
-    monkeypatch.setattr(tasks.advance_job, "delay", lambda job_id: sent.append(job_id))
-    monkeypatch.setattr(tasks.advance_job, "delay_on_commit", lambda job_id: sent.append(job_id))
+    monkeypatch.setattr(tasks.advance_job, "delay", lambda job_id, *a: sent.append(job_id))
+    monkeypatch.setattr(
+        tasks.advance_job, "delay_on_commit", lambda job_id, *a: sent.append(job_id)
+    )
     return sent
 
 

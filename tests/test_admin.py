@@ -369,3 +369,22 @@ def test_vendor_progress_label(make_case, state, steps, label) -> None:
         )
         VendorJob.objects.create(case=case, account=account, step=step)
     assert vendor_progress_label(cases_for_admin(Case.objects.all()).get()) == label
+
+
+def test_list_count_is_exact_when_small_and_estimated_when_large(make_case, monkeypatch) -> None:
+    from cases.paginators import EstimatedCountPaginator
+
+    for _ in range(5):
+        make_case()
+    exact = EstimatedCountPaginator(Case.objects.all(), 2)
+    assert exact.count == 5 and exact.num_pages == 3
+    if connection.vendor != "postgresql":
+        pytest.skip("estimates come from PostgreSQL's planner")
+    monkeypatch.setattr(EstimatedCountPaginator, "exact_limit", 3)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE cases_case")
+    estimated = EstimatedCountPaginator(Case.objects.all(), 2)
+    assert estimated.count >= 4  # more than the exact limit: the planner's figure
+    with CaptureQueriesContext(connection) as queries:
+        EstimatedCountPaginator(Case.objects.all(), 2).count  # noqa: B018
+    assert len(queries) == 2  # a capped COUNT and one EXPLAIN, whatever the table size

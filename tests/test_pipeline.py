@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 from responses import matchers
 
-from cases import callbacks, pipeline, services
+from cases import callbacks, pipeline, services, tasks
 from cases.models import Archive, Case, CaseEvent, VendorJob
 from connectors.models import Vendor, VendorAccount, VendorIdentity
 
@@ -547,3 +547,28 @@ def test_approval_during_prepare_is_not_lost(
     job = run_due(case)
     assert job.step == Step.RUNNING  # went on through START in the same pass
     assert calls(qualifio, "PUT", VALIDATE_URL) == 1
+
+
+def test_a_woken_job_is_claimed_so_later_ticks_do_not_queue_duplicates(
+    make_case, qualifio, enqueued, monkeypatch
+) -> None:
+    sent: list[tuple[int, str]] = []
+    monkeypatch.setattr(
+        tasks.advance_job, "delay", lambda job_id, claim: sent.append((job_id, claim))
+    )
+    case = make_case()
+    job = job_of(case)
+    assert pipeline.sync_tick() == 1
+    assert pipeline.sync_tick() == 0  # its wake-up is still queued: not sent again
+    ((job_id, claim),) = sent
+    assert job_id == job.pk
+    claimed = job_of(case).next_attempt_at
+    assert claimed > timezone.now() and claimed.isoformat() == claim
+    pipeline.advance(job.pk)  # an unclaimed duplicate (e.g. the on-commit wake-up) waits
+    assert job_of(case).step == Step.DISCOVER
+    tasks.advance_job.run(job.pk, claim)  # the tick's own message runs it
+    assert job_of(case).step == Step.AWAITING_APPROVAL
+    # A lost message costs one claim window: the job is due again afterwards.
+    make_due(job_of(case))
+    VendorJob.objects.filter(pk=job.pk).update(step=Step.DISCOVER)
+    assert pipeline.sync_tick() == 1
