@@ -1,0 +1,1 @@
+"""Benchmarks for issue 7 (admin at scale, sync tick, archive streaming, pipeline)."""
