@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, BinaryIO
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -31,6 +31,7 @@ USER_AGENT = "DSAR-Case-Manager/1.0 (+GDPR data subject requests)"
 DEFAULT_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
 MAX_INLINE_RETRY_AFTER = 30.0
 CHUNK_SIZE = 1024 * 1024
+MAX_REDIRECTS = 3
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
 _sleep = time.sleep  # tests replace this to run retries instantly
 
@@ -216,6 +217,44 @@ def require_public_address(url: str, vendor: str) -> None:
             raise base.DownloadRefusedError(
                 f"{vendor} archive host resolves to a non-public address: refused"
             )
+
+
+def get_archive(
+    session: requests.Session,
+    vendor: str,
+    url: str,
+    *,
+    allowed_base_url: str,
+    allow_private_hosts: bool,
+    headers: dict[str, str] | None = None,
+    **kwargs: Any,
+) -> requests.Response:
+    """GET an archive location as a stream, following redirects by hand.
+
+    Every hop must pass the same-host check (and, in production, resolve to a public
+    address) before anything is sent to it, so credentials in ``headers`` never leave the
+    vendor's own host. The caller checks the final response's status.
+    """
+    for _hop in range(MAX_REDIRECTS + 1):
+        require_same_host(url, allowed_base_url, vendor)
+        if not allow_private_hosts:
+            require_public_address(url, vendor)
+        response = send(
+            session,
+            vendor,
+            "GET",
+            url,
+            stream=True,
+            headers=headers,
+            allow_redirects=False,
+            **kwargs,
+        )
+        if not response.is_redirect:
+            return response
+        location = response.headers.get("Location", "")
+        response.close()
+        url = urljoin(url, location)
+    raise base.DownloadRefusedError(f"{vendor} archive download redirected too many times")
 
 
 def _default_port(scheme: str) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from typing import Any, BinaryIO
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -26,7 +26,6 @@ from .base import (
     Connector,
     ConnectorError,
     DownloadInfo,
-    DownloadRefusedError,
     MalformedResponseError,
     Match,
     Phase,
@@ -55,7 +54,6 @@ FAILURE_STATUSES = frozenset({"ERROR", "FAILED", "REJECTED", "CANCELLED", "CANCE
 VALIDATED_STATUSES = (IN_PROGRESS_STATUSES - {STATUS_NEW}) | {STATUS_FINISHED}
 #: Where a failed rule may explain itself (top level or inside ``ruleStatus``).
 REASON_FIELDS = ("reason", "message", "error", "errorMessage", "comment", "rejectionReason")
-MAX_REDIRECTS = 3
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 
 
@@ -295,28 +293,14 @@ class QualifioConnector(Connector):
         url = body.get("url") if isinstance(body, dict) else None
         if not isinstance(url, str) or not url:
             raise MalformedResponseError(f"{VENDOR} archive location has no url")
-        # Redirects are followed by hand so each hop passes the same-host check and the token
-        # header is never sent anywhere else (requests keeps custom headers across hosts).
-        for _hop in range(MAX_REDIRECTS + 1):
-            http.require_same_host(url, self.base_url, VENDOR)
-            if not self.allow_private_hosts:
-                http.require_public_address(url, VENDOR)
-            response = http.send(
-                self.session,
-                VENDOR,
-                "GET",
-                url,
-                stream=True,
-                headers=self._headers(),
-                allow_redirects=False,
-            )
-            if not response.is_redirect:
-                break
-            location = response.headers.get("Location", "")
-            response.close()
-            url = urljoin(url, location)
-        else:
-            raise DownloadRefusedError(f"{VENDOR} archive download redirected too many times")
+        response = http.get_archive(
+            self.session,
+            VENDOR,
+            url,
+            allowed_base_url=self.base_url,
+            allow_private_hosts=self.allow_private_hosts,
+            headers=self._headers(),
+        )
         try:
             http.raise_for_status(response, VENDOR)
         except ConnectorError:

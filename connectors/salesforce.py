@@ -36,7 +36,7 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO, TypeVar, cast
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import jwt
 import requests
@@ -83,7 +83,6 @@ JWT_LIFETIME = timedelta(minutes=3)
 DISCOVERY_OBJECTS = ("Contact", "Lead", "User")
 MAX_QUERY_PAGES = 10
 ATTEMPTS = 4  # in-process attempts for REQUEST_LIMIT_EXCEEDED, and 5xx/timeouts on GET
-MAX_REDIRECTS = 3
 FILE_RETENTION = timedelta(days=60)
 MAX_ERROR_TEXT = 300
 
@@ -647,31 +646,22 @@ class SalesforceConnector(base.Connector):
         if execution is None:
             raise base.NotFoundError(f"no Salesforce execution in this job has file {archive.key}")
         url = str(execution.get("policy_file_url") or "")
-        relogged = False
-        redirects = 0
-        while True:
+        for attempt in range(2):  # a second time after logging in again on a 401
             sf = self._client()
-            self._check_location(url)
-            response = http.send(
+            response = http.get_archive(
                 self.session,
                 VENDOR,
-                "GET",
                 url,
-                stream=True,
-                allow_redirects=False,
+                allowed_base_url=cast(str, self._instance_url),
+                allow_private_hosts=self.allow_private_hosts,
                 headers={"Authorization": f"Bearer {sf.session_id}"},
                 hooks={"response": self._record_limit_info},
             )
             if self.api_usage:
                 state["api_usage"] = self.api_usage
-            if response.status_code == 401 and not relogged:
+            if response.status_code == 401 and attempt == 0:
                 response.close()
-                self._sf, relogged = None, True
-                continue
-            if response.is_redirect and redirects < MAX_REDIRECTS:
-                location = response.headers.get("Location", "")
-                response.close()
-                url, redirects = urljoin(url, location), redirects + 1
+                self._sf = None
                 continue
             break
         if response.status_code == 404:
@@ -698,12 +688,6 @@ class SalesforceConnector(base.Connector):
         )
 
     # --- helpers ---------------------------------------------------------------------------
-
-    def _check_location(self, url: str) -> None:
-        """SSRF guard: the org's instance host only (and a public address in production)."""
-        http.require_same_host(url, cast(str, self._instance_url), VENDOR)
-        if not self.allow_private_hosts:
-            http.require_public_address(url, VENDOR)
 
     def _missing_file_error(self, file_id: str, execution: dict[str, Any]) -> base.ConnectorError:
         completed_at = execution.get("completed_at")
