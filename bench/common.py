@@ -140,12 +140,25 @@ def report(title: str, lines: Iterable[str], *, command: str | None = None) -> N
         fh.write(text)
 
 
-def timed(fn: Callable[[], Any], runs: int, *, warmup: int = 2) -> list[float]:
-    """Wall-clock milliseconds of ``runs`` calls after ``warmup`` untimed ones."""
+def timed(
+    fn: Callable[[], Any],
+    runs: int,
+    *,
+    warmup: int = 2,
+    before: Callable[[], Any] | None = None,
+) -> list[float]:
+    """Wall-clock milliseconds of ``runs`` calls after ``warmup`` untimed ones.
+
+    ``before`` runs untimed ahead of every call (e.g. to restore the state a call changes).
+    """
     for _ in range(warmup):
+        if before:
+            before()
         fn()
     samples = []
     for _ in range(runs):
+        if before:
+            before()
         start = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - start) * 1000)
