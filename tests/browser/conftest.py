@@ -33,6 +33,8 @@ import pytest
 import redis
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from ..support import SUITE_ONLY, free_port, wait_until
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -46,40 +48,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
-#: What bin/test exports for the suite that bin/run must not inherit (it sets its own).
-SUITE_ONLY = (
-    "DATABASE_URL",
-    "CELERY_BROKER_URL",
-    "DEBUG",
-    "SECRET_KEY",
-    "FIELD_ENCRYPTION_SALT",
-    "SECURE_SSL_REDIRECT",
-    "DSAR_VAR_DIR",
-    "DJANGO_SETTINGS_MODULE",
-    "STATIC_ROOT",
-    "DSAR_PUBLIC_URL",
-)
 BROKER_DB = 3
 #: Seconds for the whole module, from bin/run's start to its last process gone (issue 8).
 BUDGET = 180
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(
-    predicate: Callable[[], Any], *, timeout: float, what: str, every: float = 0.2
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 # --- Processes ------------------------------------------------------------------------------

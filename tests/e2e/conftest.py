@@ -12,8 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,27 +22,9 @@ from django.db import connection
 from dsar.celery import app as celery_app
 from sandbox.server import SandboxConfig, SandboxHandle, start_sandbox
 
+from ..support import wait_until
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_until(
-    predicate: Callable[[], Any],
-    *,
-    timeout: float = 60,
-    every: float = 0.2,
-    explain: Callable[[], str] | None = None,
-) -> Any:
-    """Poll ``predicate`` until it is truthy; on timeout say what was awaited (and ``explain``)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    context = f"\n{explain()}" if explain else ""
-    raise AssertionError(
-        f"timed out after {timeout}s waiting for {predicate.__doc__ or predicate}{context}"
-    )
 
 
 @pytest.fixture
@@ -67,26 +48,33 @@ def database_url() -> str:
 
 
 class Worker:
-    """A ``celery worker -B`` subprocess; ``restart()`` after ``kill()`` resumes the work."""
+    """A ``celery worker -B`` subprocess; ``restart()`` after ``kill()`` resumes the work.
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    ``module="tests.e2e.crashing_worker"`` runs the test-only entry point that SIGKILLs the
+    worker at a chosen pipeline point; ``loglevel="DEBUG"`` logs everything the worker can.
+    """
+
+    def __init__(
+        self, env: dict[str, str], log: Path, *, module: str = "celery", loglevel: str = "INFO"
+    ) -> None:
         self.env, self.log = env, log
+        self.module, self.loglevel = module, loglevel
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        handle = self.log.open("ab")
-        start_offset = self.log.stat().st_size
-        self.process = subprocess.Popen(
-            [
-                sys.executable, "-m", "celery", "-A", "dsar", "worker", "--beat",
-                "--loglevel", "INFO", "--concurrency", "2", "--without-gossip",
-                "--without-mingle", "--hostname", f"e2e-{os.getpid()}@%h",
-                "--schedule", str(self.log.parent / "beat-schedule"),
-            ],
-            cwd=ROOT, env=self.env, stdout=handle, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
+        start_offset = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as handle:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable, "-m", self.module, "-A", "dsar", "worker", "--beat",
+                    "--loglevel", self.loglevel, "--concurrency", "2", "--without-gossip",
+                    "--without-mingle", "--hostname", f"e2e-{self.module}-{os.getpid()}@%h",
+                    "--schedule", str(self.log.parent / "beat-schedule"),
+                ],
+                cwd=ROOT, env=self.env, stdout=handle, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
 
         def ready() -> bool:
             """the worker to be ready"""
@@ -119,25 +107,9 @@ class Worker:
 
 
 @pytest.fixture
-def worker(live_server: Any, tmp_path: Path) -> Iterator[Worker]:
+def worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Worker]:
     """A real worker on the test database and Redis, calling back to the live server."""
-    if connection.vendor != "postgresql":
-        pytest.skip("the end-to-end tests run on PostgreSQL")
-    if not os.environ.get("CELERY_BROKER_URL", "").startswith("redis://"):
-        pytest.skip("the end-to-end tests need Redis as the broker (bin/test sets it)")
-    celery_app.control.purge()  # no stale wake-ups from earlier tests
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "DSAR_PUBLIC_URL": live_server.url,
-        "DSAR_ALLOW_PRIVATE_VENDOR_HOSTS": "true",
-        "DSAR_SYNC_INTERVAL": "1",
-        "DSAR_POLL_INTERVAL": "1",
-        "DSAR_ERROR_BACKOFF": "1",
-        "DSAR_JOB_LEASE_SECONDS": "6",
-        "PYTHONUNBUFFERED": "1",
-    }
-    process = Worker(env, tmp_path / "worker.log")
+    process = Worker(worker_env, tmp_path / "worker.log")
     process.start()
     try:
         yield process
@@ -145,50 +117,9 @@ def worker(live_server: Any, tmp_path: Path) -> Iterator[Worker]:
         process.stop()
 
 
-# --- Workers started by the test itself (crash safety, log hygiene) ---------------------------
-
-
-class CommandWorker(Worker):
-    """A ``Worker`` with its own entry point module and log level; the same Celery arguments.
-
-    ``module="tests.e2e.crashing_worker"`` runs the test-only entry point that SIGKILLs the
-    worker at a chosen pipeline point; ``loglevel="DEBUG"`` logs everything the worker can.
-    """
-
-    def __init__(
-        self, env: dict[str, str], log: Path, *, module: str = "celery", loglevel: str = "INFO"
-    ) -> None:
-        super().__init__(env, log)
-        self.module, self.loglevel = module, loglevel
-
-    def start(self) -> None:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        start_offset = self.log.stat().st_size if self.log.exists() else 0
-        with self.log.open("ab") as handle:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable, "-m", self.module, "-A", "dsar", "worker", "--beat",
-                    "--loglevel", self.loglevel, "--concurrency", "2", "--without-gossip",
-                    "--without-mingle", "--hostname", f"e2e-{self.module}-{os.getpid()}@%h",
-                    "--schedule", str(self.log.parent / "beat-schedule"),
-                ],
-                cwd=ROOT, env=self.env, stdout=handle, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-
-        def ready() -> bool:
-            """the worker to be ready"""
-            assert self.process is not None and self.process.poll() is None, self.tail()
-            with self.log.open("rb") as fh:
-                fh.seek(start_offset)
-                return b"ready." in fh.read()
-
-        wait_until(ready, timeout=60)
-
-
 @pytest.fixture
 def worker_env(live_server: Any) -> dict[str, str]:
-    """The environment the ``worker`` fixture gives its worker, for workers a test starts."""
+    """A worker's environment: the test database, this run's queue, quick schedules."""
     if connection.vendor != "postgresql":
         pytest.skip("the end-to-end tests run on PostgreSQL")
     if not os.environ.get("CELERY_BROKER_URL", "").startswith("redis://"):

@@ -28,7 +28,7 @@ from django.utils.text import get_valid_filename
 from cases import services
 from cases.models import Archive, Case, CaseEvent, VendorJob
 
-from .conftest import CommandWorker, Worker, wait_until
+from .conftest import Worker, wait_until
 from .crashing_worker import CRASH_POINTS, MID_DOWNLOAD_BYTES
 from .test_worker_pipeline import sandbox_accounts
 
@@ -48,7 +48,7 @@ class Crashed:
     point: str
     details: dict[str, Any]
     case: Case
-    crashing: CommandWorker
+    crashing: Worker
     env: dict[str, str]
     log: Path
     workers: list[Worker]
@@ -109,7 +109,7 @@ def crash(
         sandbox.add_subject(email, "Crash", point.replace("_", " ").title(), vendors=vendors)
         marker = tmp_path / "crash.json"
         log = tmp_path / "worker.log"
-        crashing = CommandWorker(
+        crashing = Worker(
             {**worker_env, "DSAR_CRASH_AT": point, "DSAR_CRASH_MARKER": str(marker)},
             log,
             module="tests.e2e.crashing_worker",

@@ -25,7 +25,7 @@ from cases import services
 from cases.models import Case, VendorJob
 from cases.tasks import advance_job
 
-from .conftest import CommandWorker, wait_until
+from .conftest import Worker, wait_until
 from .test_worker_pipeline import sandbox_accounts
 
 pytestmark = [
@@ -79,7 +79,7 @@ def test_full_pipeline_run_logs_no_email_and_no_secret(
     sandbox.add_subject(EMAIL, "Hygiene", "Subject")
     sandbox_accounts(sandbox)
     log = tmp_path / "worker.log"
-    worker = CommandWorker({**worker_env, "LOG_LEVEL": "DEBUG"}, log, loglevel="DEBUG")
+    worker = Worker({**worker_env, "LOG_LEVEL": "DEBUG"}, log, loglevel="DEBUG")
     worker.start()
     try:
         case = services.open_case(

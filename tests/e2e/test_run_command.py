@@ -16,7 +16,6 @@ import hashlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import threading
 from pathlib import Path
@@ -24,29 +23,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import wait_until
+from ..support import SUITE_ONLY, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
-
-#: What bin/test exports, which a user's fresh shell would not have.
-SUITE_ONLY = (
-    "DATABASE_URL",
-    "CELERY_BROKER_URL",
-    "DEBUG",
-    "SECRET_KEY",
-    "FIELD_ENCRYPTION_SALT",
-    "SECURE_SSL_REDIRECT",
-    "DSAR_VAR_DIR",
-    "DJANGO_SETTINGS_MODULE",
-    "STATIC_ROOT",
-)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def processes_under(directory: Path) -> list[str]:
