@@ -12,13 +12,17 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.db import connection
 
+from cases import services
+from cases.models import Case, VendorJob
+from connectors.models import Vendor, VendorAccount
 from dsar.celery import app as celery_app
 from sandbox.server import SandboxConfig, SandboxHandle, start_sandbox
 
@@ -136,3 +140,47 @@ def worker_env(live_server: Any) -> dict[str, str]:
         "DSAR_JOB_LEASE_SECONDS": "6",
         "PYTHONUNBUFFERED": "1",
     }
+
+
+# --- Scenario helpers -------------------------------------------------------------------------
+
+
+def sandbox_accounts(sandbox) -> None:
+    qualifio = sandbox.credentials["qualifio"]
+    salesforce = sandbox.credentials["salesforce"]
+    VendorAccount.objects.create(
+        name="Qualifio sandbox",
+        vendor=Vendor.QUALIFIO,
+        base_url=sandbox.qualifio_url,
+        client_id=str(qualifio["client_id"]),
+        api_token=qualifio["api_token"],
+        default_dpo_id=str(qualifio["dpo_id"]),
+    )
+    VendorAccount.objects.create(
+        name="Salesforce sandbox",
+        vendor=Vendor.SALESFORCE,
+        base_url="",
+        login_url=sandbox.salesforce_url,
+        client_id=salesforce["consumer_key"],
+        client_secret=salesforce["consumer_secret"],
+        policy_name=salesforce["policy_name"],
+        ca_file=str(sandbox.ca_file),
+    )
+
+
+def open_prepared_case(
+    dpo: Any, *, email: str = "ada@example.com", explain: Callable[[], str] | None = None
+) -> Case:
+    """A new case for a subject both sandbox vendors hold, once every job awaits approval."""
+    case = services.open_case(
+        Case(email=email, first_name="Ada", last_name="Lovelace", received_on=date.today()),
+        actor=dpo,
+    )
+
+    def prepared() -> bool:
+        """discovery and the Qualifio rule, before approval"""
+        steps = set(VendorJob.objects.filter(case=case).values_list("step", flat=True))
+        return steps == {VendorJob.Step.AWAITING_APPROVAL}
+
+    wait_until(prepared, timeout=30, explain=explain)
+    return case

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-from datetime import date
 from typing import Any
 
 import pytest
@@ -19,12 +18,10 @@ import requests
 from django.contrib.auth.models import User
 from django.urls import reverse
 
-from cases import services
-from cases.models import Case, CaseEvent, VendorJob
+from cases.models import Case, CaseEvent
 
 from ..conftest import PASSWORD
-from .conftest import wait_until
-from .test_worker_pipeline import sandbox_accounts
+from .conftest import open_prepared_case, sandbox_accounts, wait_until
 
 pytestmark = [
     pytest.mark.e2e,
@@ -80,18 +77,7 @@ def test_twenty_simultaneous_approvals_make_one_transition(
     ]
     for user in dpos[1:]:
         user.groups.add(*dpo.groups.all())
-    case = services.open_case(
-        Case(email="ada@example.com", first_name="Ada", last_name="Lovelace",
-             received_on=date.today()),
-        actor=dpo,
-    )  # fmt: skip
-
-    def prepared() -> bool:
-        """discovery and the Qualifio rule, before approval"""
-        steps = set(VendorJob.objects.filter(case=case).values_list("step", flat=True))
-        return steps == {VendorJob.Step.AWAITING_APPROVAL}
-
-    wait_until(prepared, timeout=30)
+    case = open_prepared_case(dpo)
 
     base = live_server.url
     url = base + reverse("admin:cases_case_transition", args=[case.pk, "approve"])

@@ -28,9 +28,8 @@ from django.utils.text import get_valid_filename
 from cases import services
 from cases.models import Archive, Case, CaseEvent, VendorJob
 
-from .conftest import Worker, wait_until
+from .conftest import Worker, sandbox_accounts, wait_until
 from .crashing_worker import CRASH_POINTS, MID_DOWNLOAD_BYTES
-from .test_worker_pipeline import sandbox_accounts
 
 pytestmark = [
     pytest.mark.e2e,

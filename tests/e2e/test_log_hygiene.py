@@ -25,8 +25,7 @@ from cases import services
 from cases.models import Case, VendorJob
 from cases.tasks import advance_job
 
-from .conftest import Worker, wait_until
-from .test_worker_pipeline import sandbox_accounts
+from .conftest import Worker, sandbox_accounts, wait_until
 
 pytestmark = [
     pytest.mark.e2e,

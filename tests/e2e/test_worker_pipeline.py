@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
-from datetime import date
 
 import pytest
 from django.conf import settings
@@ -13,9 +12,8 @@ from django.utils import timezone
 
 from cases import callbacks, services
 from cases.models import Archive, Case, CaseEvent, VendorJob
-from connectors.models import Vendor, VendorAccount
 
-from .conftest import wait_until
+from .conftest import open_prepared_case, sandbox_accounts, wait_until
 
 pytestmark = [
     pytest.mark.e2e,
@@ -24,43 +22,9 @@ pytestmark = [
 S = Case.State
 
 
-def sandbox_accounts(sandbox) -> None:
-    qualifio = sandbox.credentials["qualifio"]
-    salesforce = sandbox.credentials["salesforce"]
-    VendorAccount.objects.create(
-        name="Qualifio sandbox",
-        vendor=Vendor.QUALIFIO,
-        base_url=sandbox.qualifio_url,
-        client_id=str(qualifio["client_id"]),
-        api_token=qualifio["api_token"],
-        default_dpo_id=str(qualifio["dpo_id"]),
-    )
-    VendorAccount.objects.create(
-        name="Salesforce sandbox",
-        vendor=Vendor.SALESFORCE,
-        base_url="",
-        login_url=sandbox.salesforce_url,
-        client_id=salesforce["consumer_key"],
-        client_secret=salesforce["consumer_secret"],
-        policy_name=salesforce["policy_name"],
-        ca_file=str(sandbox.ca_file),
-    )
-
-
 def test_case_travels_the_whole_pipeline_with_a_real_worker(sandbox, worker, dpo) -> None:
     sandbox_accounts(sandbox)
-    case = services.open_case(
-        Case(email="ada@example.com", first_name="Ada", last_name="Lovelace",
-             received_on=date.today()),
-        actor=dpo,
-    )  # fmt: skip
-
-    def prepared() -> bool:
-        """discovery and the Qualifio rule, before approval"""
-        steps = set(VendorJob.objects.filter(case=case).values_list("step", flat=True))
-        return steps == {VendorJob.Step.AWAITING_APPROVAL}
-
-    wait_until(prepared, timeout=30, explain=worker.tail)
+    case = open_prepared_case(dpo, explain=worker.tail)
     jobs = {
         j.account.vendor: j for j in VendorJob.objects.filter(case=case).select_related("account")
     }
