@@ -9,7 +9,7 @@ from __future__ import annotations
 import ssl
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -26,36 +26,25 @@ __all__ = ["SandboxConfig", "SandboxHandle", "parse_mode", "start_sandbox"]
 
 
 @dataclass
-class SandboxConfig:
-    """How to start the sandbox. Ports 0 pick free ephemeral ports."""
+class SandboxConfig(RuntimeOptions):
+    """How to start the sandbox. Ports 0 pick free ephemeral ports.
+
+    The options that may also change while it runs (finish_after, token_ttl, …) and their
+    defaults come from ``RuntimeOptions``.
+    """
 
     qualifio_port: int = 8701
     salesforce_port: int = 8702
     state_dir: Path = Path("var/sandbox")
-    finish_after: float = 3.0
-    qualifio_auto_approve: bool = False
-    archive_padding_bytes: int = 0
-    policy_file_padding_bytes: int = 0
-    token_ttl: float = 3600.0
-    expire_files: bool = False
-    callback_on_error: bool = False
-    callback_timeout: float = 2.0
     #: Initial failure modes, e.g. ``{"qualifio": "flaky", "salesforce": "slow:delay=5"}``.
     modes: Mapping[str, str] = field(default_factory=dict)
     #: Interface to bind; URLs always say 127.0.0.1, the name the certificate covers.
     host: str = "127.0.0.1"
 
     def runtime_options(self) -> RuntimeOptions:
-        """The subset of the config that may also change while running."""
+        """The runtime part of the config, validated as a runtime change would be."""
         return RuntimeOptions().updated(
-            finish_after=self.finish_after,
-            qualifio_auto_approve=self.qualifio_auto_approve,
-            archive_padding_bytes=self.archive_padding_bytes,
-            policy_file_padding_bytes=self.policy_file_padding_bytes,
-            token_ttl=self.token_ttl,
-            expire_files=self.expire_files,
-            callback_on_error=self.callback_on_error,
-            callback_timeout=self.callback_timeout,
+            **{item.name: getattr(self, item.name) for item in fields(RuntimeOptions)}
         )
 
 
