@@ -153,6 +153,34 @@ def start_worker(procs: Processes, poll_interval: float, sync_interval: int, *, 
     return path
 
 
+def cpu_seconds(procs: Processes) -> Counter[str]:
+    """CPU time (user + system) used so far, by component, from /proc.
+
+    Each child runs in its own session, so its session id (its pid) gathers the Celery pool
+    processes too; PostgreSQL and Redis are counted by process name; the bench process (which
+    opens and approves the cases) by itself. Sampled before and after a measurement.
+    """
+    sessions = {proc.pid: name for name, proc in procs.children.items()}
+    tick = os.sysconf("SC_CLK_TCK")
+    totals: Counter[str] = Counter()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            raw = stat.read_text()
+        except OSError:
+            continue  # the process ended meanwhile
+        comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2 :].split()
+        session, used = int(fields[3]), (int(fields[11]) + int(fields[12])) / tick
+        if session in sessions:
+            totals[sessions[session]] += used
+        elif comm == "postgres":
+            totals["PostgreSQL"] += used
+        elif comm.startswith("redis-server"):
+            totals["Redis"] += used
+    totals["bench process"] = time.process_time()
+    return totals
+
+
 def task_counts(log: Path) -> Counter[str]:
     """Tasks the worker ran, by name, from its INFO log."""
     counts: Counter[str] = Counter()
@@ -440,10 +468,14 @@ def main() -> None:
         configure_accounts(info, salesforce=True)
         worker_log = start_worker(procs, args.poll_interval, args.sync_interval, log="worker")
         print(f"burst: {args.cases} cases…", flush=True)
+        before = cpu_seconds(procs)
         pipeline = burst(info, args.cases, dpo, worker_log)
+        pipeline["cpu"] = cpu_seconds(procs) - before
         pipeline["tasks"] = task_counts(worker_log)
         print(f"  pipeline {pipeline['total_s']:.1f} s; raw sequence…", flush=True)
+        before = cpu_seconds(procs)
         raw = raw_sequence(info, args.cases)
+        raw["cpu"] = cpu_seconds(procs) - before
         print(f"  raw {raw['total_s']:.1f} s; callback latency…", flush=True)
         procs.stop("worker")
         fresh_tables()
@@ -501,6 +533,25 @@ def write_report(
         f"- Vendor calls (sandbox log), pipeline vs raw: "
         f"{sum(pipeline['calls'].values())} vs {sum(raw['calls'].values())}"
         + (" — identical by vendor, method and path" if same else ", differing as below"),
+    ]
+    components = sorted(set(pipeline["cpu"]) | set(raw["cpu"]))
+    lines += [
+        "",
+        "CPU seconds used during each run, by component (2 cores: at most twice the run's "
+        "wall time, shown beside the total). Where the total is well under it, the rest is "
+        "waiting: round trips to PostgreSQL and Redis, each a wake-up of another process.",
+        "",
+        "| component | pipeline burst | raw script |",
+        "|---|---|---|",
+        *(
+            f"| {name} | {pipeline['cpu'][name]:.1f} | {raw['cpu'][name]:.1f} |"
+            for name in components
+        ),
+        f"| **total** (wall time × 2 cores) | **{sum(pipeline['cpu'].values()):.1f}** "
+        f"({pipeline['total_s'] * 2:.1f}) | **{sum(raw['cpu'].values()):.1f}** "
+        f"({raw['total_s'] * 2:.1f}) |",
+        f"| per case, all components | {sum(pipeline['cpu'].values()) / args.cases * 1000:.0f} "
+        f"ms | {sum(raw['cpu'].values()) / args.cases * 1000:.0f} ms |",
     ]
     if not same:
         lines += ["", "| call | pipeline | raw |", "|---|---|---|"]

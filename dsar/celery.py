@@ -23,3 +23,18 @@ def use_django_logging(**kwargs: object) -> None:
     from django.conf import settings
 
     dictConfig(settings.LOGGING)
+
+
+@signals.task_prerun.connect
+@signals.task_postrun.connect
+def recycle_database_connections(**kwargs: object) -> None:
+    """Around each task, as Django does around each request: drop a connection that broke or
+    outlived CONN_MAX_AGE, keep a healthy one (CELERY_DB_REUSE_MAX stops Celery closing it).
+
+    A task run eagerly inside a transaction (tests) keeps its connection.
+    """
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()
