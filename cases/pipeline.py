@@ -223,13 +223,14 @@ def wake(job: VendorJob) -> bool:
 def advance(job_id: int, claim: datetime | None = None) -> None:
     """Run the job's due steps. Safe to call at any time, any number of times, concurrently.
 
-    ``claim`` is the ``next_attempt_at`` a sync tick set when it sent this wake-up.
+    ``claim`` is the ``next_attempt_at`` a sync tick set when it sent this wake-up. Steps that
+    are due at once run one after the other under the same lease (see ``_release``).
     """
+    job = _acquire(job_id, claim)
     for _ in range(len(Step)):  # each pass runs one step; never loops forever
-        job = _acquire(job_id, claim)
-        claim = None
         if job is None:
             return
+        step_before = job.step
         try:
             _run_step(job)
         except ConnectorError as exc:
@@ -240,9 +241,10 @@ def advance(job_id: int, claim: datetime | None = None) -> None:
                 job, f"Internal error during {job.step} ({type(exc).__name__}); see worker logs."
             )
         finally:
-            _release(job)
-        settle_case(job.case_id)
-        if not (job.is_active and job.next_attempt_at and job.next_attempt_at <= timezone.now()):
+            keep_lease = _release(job)
+        if job.step != step_before and job.step not in PRE_START_STEPS:
+            settle_case(job.case_id)  # before that, the case cannot move: a job has not started
+        if not keep_lease:
             return
 
 
@@ -278,25 +280,45 @@ def _acquire(job_id: int, claim: datetime | None = None) -> VendorJob | None:
     return job
 
 
-def _release(job: VendorJob) -> None:
+def _release(job: VendorJob) -> bool:
     """Write the step's outcome and give up the lease, under the case's row lock.
 
     Approval and rejection take the same lock (``services.transition_case``), so whichever
     comes second sees what the other wrote: a job that has just finished preparing goes
     straight to START if the case was approved meanwhile, or is cancelled if it was rejected.
+
+    When the next step is due at once and the case allows it, the lease is renewed instead
+    and ``True`` returned: ``advance`` goes on without taking the job again (four round trips
+    fewer per step), with the case as it is now under this lock.
     """
     with transaction.atomic():
-        state = Case.objects.select_for_update().values_list("state", flat=True).get(pk=job.case_id)
-        if state == Case.State.REJECTED and job.step not in (*VendorJob.SUCCESS_STEPS, Step.FAILED):
+        case = Case.objects.select_for_update().get(pk=job.case_id)
+        if case.state == Case.State.REJECTED and job.step not in (
+            *VendorJob.SUCCESS_STEPS,
+            Step.FAILED,
+        ):
             _settle(job, Step.CANCELLED)
-        elif job.step == Step.AWAITING_APPROVAL and state in (
+        elif job.step == Step.AWAITING_APPROVAL and case.state in (
             Case.State.APPROVED,
             Case.State.EXPORTING,
         ):
             _goto(job, Step.START)
-        job.lease_until = None
-        job.updated_at = timezone.now()
+        now = timezone.now()
+        keep = (
+            job.is_active
+            and job.next_attempt_at is not None
+            and job.next_attempt_at <= now
+            and (
+                job.step not in APPROVED_ONLY_STEPS
+                or case.state in (Case.State.APPROVED, Case.State.EXPORTING)
+            )
+        )
+        job.lease_until = now + timedelta(seconds=settings.DSAR_JOB_LEASE_SECONDS) if keep else None
+        job.updated_at = now
         VendorJob.objects.filter(pk=job.pk).update(**{f: getattr(job, f) for f in JOB_FIELDS})
+    if keep:
+        job.case = case
+    return keep
 
 
 def _run_step(job: VendorJob) -> None:

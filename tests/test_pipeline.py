@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -522,9 +523,11 @@ def test_jobs_of_one_account_are_acquired_concurrently(make_case, qualifio, enqu
 
 @pytest.mark.parametrize("moment", ["during the vendor call", "before the outcome is written"])
 def test_approval_during_prepare_is_not_lost(
-    make_case, qualifio, enqueued, dpo, monkeypatch, moment
+    make_case, qualifio, enqueued, approver, monkeypatch, moment
 ):
-    """The DPO approves while a worker still holds the job in PREPARE: the job must start."""
+    """The DPO approves while a worker still holds the job in PREPARE: the job must start,
+    in the same pass, validating with that DPO's own Qualifio id (the case is read again)."""
+    dpo = approver
     from connectors.qualifio import QualifioConnector
 
     case = make_case()
@@ -547,6 +550,8 @@ def test_approval_during_prepare_is_not_lost(
     job = run_due(case)
     assert job.step == Step.RUNNING  # went on through START in the same pass
     assert calls(qualifio, "PUT", VALIDATE_URL) == 1
+    validate = next(c for c in qualifio.calls if c.request.method == "PUT")
+    assert json.loads(validate.request.body) == {"dpo": 777}  # not the account's default 4321
 
 
 def test_a_woken_job_is_claimed_so_later_ticks_do_not_queue_duplicates(
@@ -572,3 +577,17 @@ def test_a_woken_job_is_claimed_so_later_ticks_do_not_queue_duplicates(
     make_due(job_of(case))
     VendorJob.objects.filter(pk=job.pk).update(step=Step.DISCOVER)
     assert pipeline.sync_tick() == 1
+
+
+def test_steps_due_at_once_run_under_one_lease(make_case, qualifio, enqueued, monkeypatch):
+    """discover → prepare → awaiting approval in one pass, taking the job once, and the lease
+    is given up at the end (the next step waits for the DPO)."""
+    acquired = []
+    original = pipeline._acquire
+    monkeypatch.setattr(
+        pipeline, "_acquire", lambda *a, **k: acquired.append(a) or original(*a, **k)
+    )
+    job = run_due(make_case())
+    assert job.step == Step.AWAITING_APPROVAL
+    assert len(acquired) == 1
+    assert job.lease_until is None
