@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from functools import cached_property
 
+from django.core.exceptions import EmptyResultSet
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import QuerySet
@@ -32,16 +33,24 @@ class EstimatedCountPaginator(Paginator):
         queryset = self.object_list
         if not isinstance(queryset, QuerySet) or connections[queryset.db].vendor != "postgresql":
             return super().count
-        unordered = queryset.order_by()
-        # SELECT COUNT(*) FROM (SELECT … LIMIT n): reads at most n rows.
-        capped = unordered[: self.exact_limit + 1].count()
-        estimate = self._estimate(unordered)
+        # Only the primary key: the count and the estimate depend on the rows, not on the
+        # columns. The statement is compiled once for both.
+        query = queryset.order_by().values("pk").query
+        try:
+            sql, params = query.get_compiler(queryset.db).as_sql()
+        except EmptyResultSet:  # e.g. pk__in=[]: nothing to count
+            return 0
+        # ``sql`` is Django's own compiled statement; its values stay in ``params``.
+        capped_sql = f"SELECT COUNT(*) FROM ({sql} LIMIT %s) capped"  # noqa: S608
+        with connections[queryset.db].cursor() as cursor:
+            # SELECT COUNT(*) FROM (SELECT … LIMIT n): reads at most n rows.
+            cursor.execute(capped_sql, (*params, self.exact_limit + 1))
+            capped = cursor.fetchone()[0]
+            # Rows PostgreSQL expects the query to return: planning only, no row is read.
+            cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+            plan = cursor.fetchone()[0]
         if capped <= self.exact_limit:
             return capped
-        return max(estimate, capped)
-
-    @staticmethod
-    def _estimate(queryset: QuerySet) -> int:
-        """Rows PostgreSQL expects the query to return: planning only, no row is read."""
-        plan = json.loads(queryset.explain(format="json"))
-        return int(plan[0]["Plan"]["Plan Rows"])
+        if isinstance(plan, str):
+            plan = json.loads(plan)
+        return max(int(plan[0]["Plan"]["Plan Rows"]), capped)
