@@ -455,8 +455,11 @@ class _HashingSink:
 class _BackgroundSHA256:
     """SHA-256 of a stream, computed on its own thread (hashlib releases the GIL).
 
-    At most ``BACKLOG`` chunks wait, so memory stays bounded; each is an immutable copy,
-    so the caller may reuse its buffer. ``hexdigest`` waits for the backlog.
+    The first chunk is hashed in the caller's thread: most archives are one chunk, and a
+    thread for them cost more than it saved. From the second chunk on, a thread hashes while
+    the caller receives and writes. At most ``BACKLOG`` chunks wait, so memory stays bounded;
+    each is an immutable copy, so the caller may reuse its buffer. ``hexdigest`` waits for
+    the backlog.
     """
 
     BACKLOG = 4
@@ -464,21 +467,30 @@ class _BackgroundSHA256:
     def __init__(self) -> None:
         self._digest = hashlib.sha256()
         self._backlog: queue.Queue[bytes | None] = queue.Queue(maxsize=self.BACKLOG)
-        self._thread = threading.Thread(target=self._run, name="archive-sha256", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        self._chunks = 0
+        self._final = False
 
     def _run(self) -> None:
         while (chunk := self._backlog.get()) is not None:
             self._digest.update(chunk)
 
     def update(self, chunk: bytes) -> None:
-        if not self._thread.is_alive():
+        if self._final:
             raise RuntimeError("the archive's SHA-256 is already final")
+        self._chunks += 1
+        if self._chunks == 1:
+            self._digest.update(chunk)
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="archive-sha256", daemon=True)
+            self._thread.start()
         self._backlog.put(chunk if isinstance(chunk, bytes) else bytes(chunk))
 
     def close(self) -> None:
         """Let the thread finish (also when the download failed half-way)."""
-        if self._thread.is_alive():
+        self._final = True
+        if self._thread is not None and self._thread.is_alive():
             self._backlog.put(None)
             self._thread.join()
 

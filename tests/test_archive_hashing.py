@@ -30,9 +30,18 @@ def test_empty_stream() -> None:
     assert _BackgroundSHA256().hexdigest() == hashlib.sha256(b"").hexdigest()
 
 
+def test_a_one_chunk_archive_needs_no_thread() -> None:
+    background = _BackgroundSHA256()
+    background.update(b"a small archive")
+    assert hashers_alive() == []
+    assert background.hexdigest() == hashlib.sha256(b"a small archive").hexdigest()
+
+
 def test_closing_after_a_failed_download_ends_the_thread_and_freezes_the_digest() -> None:
     background = _BackgroundSHA256()
-    background.update(b"half an archive")
+    background.update(b"half ")
+    background.update(b"an archive")  # the second chunk starts the thread
+    assert hashers_alive() != []
     background.close()  # what _HashingSink.__exit__ does when the download raises
     assert hashers_alive() == []
     with pytest.raises(RuntimeError, match="already final"):
