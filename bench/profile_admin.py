@@ -202,39 +202,28 @@ def breakdown(client: Any, url: str, runs: int) -> dict[str, float]:
 
     for cls in classes:
         wrap_call(cls, cls.__name__)
-    original_node_render = InclusionAdminNode.render
-    original_simple_render = SimpleNode.render
-
-    def node_render(self: Any, context: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return original_node_render(self, context)
-        finally:
-            tags[self.template_name].append((time.perf_counter() - start) * 1000)
-
-    def simple_render(self: Any, context: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return original_simple_render(self, context)
-        finally:
-            tags[f"{{% {self.func.__name__} %}}"].append((time.perf_counter() - start) * 1000)
-
     from django.template.base import Template
 
+    def timed_render(original: Any, label: Any) -> Any:
+        """``original(self, context)``, its milliseconds added to ``tags[label(self)]``."""
+
+        def render(self: Any, context: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return original(self, context)
+            finally:
+                tags[label(self)].append((time.perf_counter() - start) * 1000)
+
+        return render
+
+    original_node_render = InclusionAdminNode.render
+    original_simple_render = SimpleNode.render
     original_template_render = Template._render
-
-    def template_render(self: Any, context: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return original_template_render(self, context)
-        finally:
-            tags[f"template {self.origin.template_name}"].append(
-                (time.perf_counter() - start) * 1000
-            )
-
-    InclusionAdminNode.render = node_render
-    SimpleNode.render = simple_render
-    Template._render = template_render
+    InclusionAdminNode.render = timed_render(original_node_render, lambda n: n.template_name)
+    SimpleNode.render = timed_render(original_simple_render, lambda n: f"{{% {n.func.__name__} %}}")
+    Template._render = timed_render(
+        original_template_render, lambda t: f"template {t.origin.template_name}"
+    )
     per_request: list[dict[str, float]] = []
     try:
         for _ in range(runs + 2):
