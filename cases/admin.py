@@ -240,30 +240,34 @@ class CaseAdmin(FSMAdminMixin, admin.ModelAdmin):
         except ValidationError as exc:  # pragma: no cover - the form validated the same rules
             raise PermissionDenied(str(exc)) from exc
 
-    def change_view(
+    def render_change_form(
         self,
         request: HttpRequest,
-        object_id: str,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
         form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
+        obj: Case | None = None,
     ) -> HttpResponse:
-        case = self.get_object(request, unquote(object_id))
-        context = dict(extra_context or {})
-        if case is not None:
-            context.update(selectors.case_page_context(case, request.user))
+        """The case page: its history, vendor jobs and archives, read after the case itself.
+
+        ``obj`` is the case Django fetched for this page; reading what hangs off it afterwards
+        means a page never shows a case finished beside a job still downloading (a job is
+        written done before its case moves on). Reading them first tore exactly that way.
+        """
+        if obj is not None and not add:
+            context.update(selectors.case_page_context(obj, request.user))
             context.update(
-                title=f"Case {case.reference}",
+                title=f"Case {obj.reference}",
                 show_save=False,
                 show_save_and_continue=False,
                 show_save_and_add_another=False,
                 show_delete=False,
                 can_extend=(
-                    case.is_open
-                    and not case.extended
-                    and request.user.has_perm("cases.approve_case")
+                    obj.is_open and not obj.extended and request.user.has_perm("cases.approve_case")
                 ),
             )
-        return super().change_view(request, object_id, form_url, context)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def response_add(
         self, request: HttpRequest, obj: Case, post_url_continue: str | None = None

@@ -499,3 +499,37 @@ def test_due_badge_follows_the_models_deadline(days, state) -> None:
     assert ("dsar-due-soon" in badge) == case.is_due_soon
     assert model_admin.page_cells()["due_badge"](case) == badge
     assert model_admin.page_cells()["state_badge"](case) == model_admin.state_badge(case)
+
+
+def test_case_page_never_shows_a_finished_case_beside_a_job_still_downloading(
+    client: Client, dpo, make_case, qualifio_account, monkeypatch
+):
+    """The worker may finish the job and then the case while the page is being built.
+
+    The case is read twice (django-fsm's buttons, then Django's page); the jobs are read
+    after the second, the one shown: a job is written done before its case moves on, so the
+    page cannot show "finished" beside "downloading". Here the worker finishes right before
+    that second read, where the page used to tear (seen once in the browser test).
+    """
+    from django.contrib import admin
+
+    from cases.models import VendorJob
+
+    case = make_case()
+    Case.objects.filter(pk=case.pk).update(state=Case.State.EXPORTING)
+    VendorJob.objects.filter(case=case).update(step=VendorJob.Step.DOWNLOAD)
+    case_admin = admin.site._registry[Case]
+    original, reads = case_admin.get_object, []
+
+    def get_object(request, object_id, from_field=None):
+        reads.append(object_id)
+        if len(reads) == 2:  # the worker: job done, then the case finished
+            VendorJob.objects.filter(case=case).update(step=VendorJob.Step.DONE)
+            Case.objects.filter(pk=case.pk).update(state=Case.State.FINISHED)
+        return original(request, object_id, from_field)
+
+    monkeypatch.setattr(case_admin, "get_object", get_object)
+    login(client, dpo)
+    page = client.get(change_url(case)).content.decode()
+    assert "dsar-state-finished" in page  # the page shows the case as the worker left it
+    assert "dsar-job-download" not in page and "dsar-job-done" in page
