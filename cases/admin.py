@@ -45,18 +45,15 @@ STATE_COLOURS = {
 
 
 def _due_badge(case: Case, today: date, due: str) -> str:
-    """The due date, red with the days overdue, amber with the days left when due soon
-    (``Case.is_overdue`` and ``Case.is_due_soon``, with today given)."""
-    if case.is_open:
+    """The due date, red with the days overdue, amber with the days left when due soon."""
+    if case.overdue_on(today):
+        days = -case.days_left(today)
+        return format_html(
+            '<span class="dsar-overdue" title="{} days overdue">{}</span>', days, due
+        )
+    if case.due_soon_on(today):
         days = case.days_left(today)
-        if days < 0:
-            return format_html(
-                '<span class="dsar-overdue" title="{} days overdue">{}</span>', -days, due
-            )
-        if days <= settings.DSAR_DUE_SOON_DAYS:
-            return format_html(
-                '<span class="dsar-due-soon" title="{} days left">{}</span>', days, due
-            )
+        return format_html('<span class="dsar-due-soon" title="{} days left">{}</span>', days, due)
     return due
 
 

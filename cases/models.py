@@ -213,13 +213,19 @@ class Case(ConcurrentTransitionMixin, models.Model):
     def days_left(self, today: date | None = None) -> int:
         return (self.due_on - (today or timezone.localdate())).days
 
+    def overdue_on(self, today: date | None = None) -> bool:
+        return self.is_open and self.days_left(today) < 0
+
+    def due_soon_on(self, today: date | None = None) -> bool:
+        return self.is_open and 0 <= self.days_left(today) <= settings.DSAR_DUE_SOON_DAYS
+
     @property
     def is_overdue(self) -> bool:
-        return self.is_open and self.days_left() < 0
+        return self.overdue_on()
 
     @property
     def is_due_soon(self) -> bool:
-        return self.is_open and 0 <= self.days_left() <= settings.DSAR_DUE_SOON_DAYS
+        return self.due_soon_on()
 
 
 class ReferenceCounter(models.Model):
